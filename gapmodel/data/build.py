@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import re
 from collections.abc import Iterable, Mapping
 from pathlib import Path
@@ -27,7 +28,7 @@ from gapmodel.data.tables import REGISTER_PREFIX, _as_text, read_directory
 RESERVED = {"area", "stratum", "population", "level", "count", "lo", "hi", "name",
             "observation", "ref_stratum", "measure", "cell"}
 IDENTIFIER = re.compile(r"^[a-z][a-z0-9_]*$")
-MEASURES = ("prevalence", "diagnosed")
+MEASURES = ("prevalence", "diagnosed", "treated")
 
 
 class _Builder:
@@ -86,7 +87,7 @@ class _Builder:
             require_values(frame, file, level, self.log)
         no_duplicates(frame, file, ["area"], self.log, "area")
         chain = ["area", *parents]
-        for child, parent in zip(chain[:-1], chain[1:], strict=False):
+        for child, parent in itertools.pairwise(chain):
             pairs = frame[[child, parent]].drop_duplicates()
             pairs = pairs[(pairs[child] != "") & (pairs[parent] != "")]
             split = pairs[pairs.duplicated(child, keep=False)]

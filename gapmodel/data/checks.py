@@ -82,7 +82,7 @@ def known_codes(frame: pd.DataFrame, file: str, column: str, known: pd.Index | s
                 log: ProblemLog, what: str, mask: pd.Series | None = None) -> pd.Series:
     """Flag codes not in `known`; returns the mask of rows whose code is known."""
     values = frame[column]
-    is_known = values.isin(known) if isinstance(known, set) else values.isin(known)
+    is_known = values.isin(known)
     consider = (values != "") if mask is None else (mask & (values != ""))
     bad = consider & ~is_known
     log.rows(file, "unknown-code", column, lines(frame, bad),

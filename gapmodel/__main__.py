@@ -1,0 +1,3 @@
+from gapmodel.cli import main
+
+main()
