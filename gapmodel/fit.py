@@ -1,0 +1,205 @@
+"""Fit a spec to a dataset: sample, diagnose with ArviZ, apply the convergence gate,
+and derive cell-level draws (expected, recorded, undiagnosed, rates, yield)."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import arviz as az
+import numpy as np
+import pandas as pd
+import pymc as pm
+import xarray as xr
+
+from gapmodel.data import Dataset
+from gapmodel.model import HYPERPARAMETERS, ModelData, build_model
+from gapmodel.spec import ModelSpec
+
+#: Derived cell quantities kept for serving, in this order.
+DERIVED = ("expected", "recorded", "undiagnosed", "pi", "theta")
+
+
+@dataclass(frozen=True)
+class CellDraws:
+    """Joint posterior draws per cell (draw x cell, float32) for aggregation."""
+
+    expected: np.ndarray
+    recorded: np.ndarray
+    undiagnosed: np.ndarray
+    pi: np.ndarray
+    theta: np.ndarray
+
+    @property
+    def n_draws(self) -> int:
+        return self.expected.shape[0]
+
+    def yield_per_contact(self) -> np.ndarray:
+        """Chance that a person not on the register has the condition undiagnosed."""
+        return self.pi * (1 - self.theta) / (1 - self.pi * self.theta)
+
+
+@dataclass
+class FitResult:
+    spec: ModelSpec
+    dataset_hash: str
+    idata: xr.DataTree
+    diagnostics: pd.DataFrame
+    gate: dict[str, Any]
+    draws: CellDraws
+    timings: dict[str, float] = field(default_factory=dict)
+    method: str = "nuts"
+
+    @property
+    def passed(self) -> bool:
+        return bool(self.gate["passed"])
+
+
+def sample(model: pm.Model, spec: ModelSpec, progress: bool = True) -> xr.DataTree:
+    s = spec.sampler
+    with model:
+        return pm.sample(draws=s.draws, tune=s.tune, chains=s.chains,
+                         cores=min(s.chains, 2), nuts_sampler=s.name,
+                         target_accept=s.target_accept, random_seed=s.seed,
+                         progressbar=progress, var_names=_stored_names(model),
+                         compute_convergence_checks=False)
+
+
+def approximate(model: pm.Model, spec: ModelSpec, progress: bool = True) -> xr.DataTree:
+    """Fast approximate posterior (ADVI): for exploration only, never promotable."""
+    s = spec.sampler
+    with model:
+        approx = pm.fit(n=20_000, method="advi", random_seed=s.seed, progressbar=progress)
+        return approx.sample(s.draws * s.chains, random_seed=s.seed)
+
+
+def _stored_names(model: pm.Model) -> list[str]:
+    """Free variables and small deterministics; per-cell pi/theta are derived later."""
+    keep = [v.name for v in model.free_RVs]
+    keep += [v.name for v in model.deterministics if v.name not in ("pi", "theta")]
+    return keep
+
+
+def monitored(idata: xr.DataTree) -> list[str]:
+    names = list(idata.posterior.data_vars)
+    return [n for n in names if any(n == h or n.startswith(h + "_") for h in HYPERPARAMETERS)
+            and not n.startswith("z_")]
+
+
+def diagnose(idata: xr.DataTree, total_gap: np.ndarray, spec: ModelSpec
+             ) -> tuple[pd.DataFrame, dict[str, Any]]:
+    """ArviZ summary of hyperparameters and the total gap, and the gate's verdict."""
+    posterior = idata.posterior.to_dataset()[monitored(idata)].copy()
+    posterior["total_undiagnosed"] = (("chain", "draw"), total_gap)
+    table = az.summary(posterior, ci_prob=0.9, ci_kind="eti", round_to="none")
+    medians = az.summary(posterior, kind="stats_median", ci_prob=0.9,
+                         ci_kind="eti", round_to="none")["median"]
+    table = table.rename(columns={"eti90_lb": "q5", "eti90_ub": "q95"})
+    table.insert(3, "q50", medians.reindex(table.index))
+    stats = idata.sample_stats
+    divergences = int(stats["diverging"].sum()) if "diverging" in stats else 0
+    bfmi = np.atleast_1d(az.bfmi(stats["energy"].to_numpy())) if "energy" in stats \
+        else np.array([np.nan])
+    gate = spec.gate
+    checks = {
+        "rhat": float(table["r_hat"].max()),
+        "ess_bulk": float(table["ess_bulk"].min()),
+        "ess_tail": float(table["ess_tail"].min()),
+        "divergences": divergences,
+        "ebfmi": float(np.nanmin(bfmi)),
+    }
+    failures = []
+    if not checks["rhat"] <= gate.rhat:
+        failures.append(f"R-hat {checks['rhat']:.3f} > {gate.rhat}")
+    for key in ("ess_bulk", "ess_tail"):
+        if not checks[key] >= gate.ess:
+            failures.append(f"{key.replace('_', ' ')} {checks[key]:.0f} < {gate.ess:.0f}")
+    if checks["divergences"] > gate.divergences:
+        failures.append(f"{divergences} divergent transitions")
+    if not checks["ebfmi"] >= gate.ebfmi:
+        failures.append(f"E-BFMI {checks['ebfmi']:.2f} < {gate.ebfmi}")
+    worst = table["ess_bulk"].idxmin() if len(table) else None
+    verdict = {"passed": not failures, "failures": failures, "checks": checks,
+               "thresholds": gate.model_dump(), "worst_parameter": worst}
+    return table, verdict
+
+
+def cell_probabilities(model: pm.Model, posterior: xr.Dataset) -> tuple[np.ndarray, ...]:
+    """pi, theta (draw x cell) and rho (draw x area or None) for the given draws."""
+    names = ["pi", "theta"] + (["rho"] if "rho" in model.named_vars else [])
+    out = pm.compute_deterministics(posterior, var_names=names, model=model, progressbar=False)
+    values = [out[n].values.reshape(-1, out[n].shape[-1]) for n in names]
+    return values[0], values[1], (values[2] if len(values) > 2 else None)
+
+
+def derive(data: ModelData, pi: np.ndarray, theta: np.ndarray,
+           rho: np.ndarray | None) -> CellDraws:
+    """Cell draws: expected N pi; recorded = each observation's count (midpoint of its
+    interval) shared over its cells in proportion to N pi theta w; cells that no register
+    observes get their predicted N pi theta; undiagnosed = expected - recorded."""
+    n = data.population[None, :]
+    expected = n * pi
+    found = expected * theta
+    weight = np.ones((pi.shape[0], len(data.pair_obs)))
+    if rho is not None:
+        r = rho[:, data.cell_area[data.pair_cell]]
+        weight = np.where(data.pair_kind == 1, r, np.where(data.pair_kind == 2, 1 - r, 1.0))
+    contribution = found[:, data.pair_cell] * weight
+    mu = np.zeros((pi.shape[0], len(data.obs_lo)))
+    np.add.at(mu.T, data.pair_obs, contribution.T)
+    count = (data.obs_lo + data.obs_hi) / 2.0
+    share = contribution / np.maximum(mu[:, data.pair_obs], 1e-300)
+    recorded = np.zeros_like(expected)
+    np.add.at(recorded.T, data.pair_cell, (share * count[data.pair_obs]).T)
+    unobserved = np.ones(data.n_cells, dtype=bool)
+    unobserved[data.pair_cell] = False
+    recorded[:, unobserved] = found[:, unobserved]
+    f32 = np.float32
+    return CellDraws(expected=expected.astype(f32), recorded=recorded.astype(f32),
+                     undiagnosed=(expected - recorded).astype(f32), pi=pi.astype(f32),
+                     theta=theta.astype(f32))
+
+
+def fit(dataset: Dataset, spec: ModelSpec, *, progress: bool = True,
+        method: str = "nuts") -> FitResult:
+    """Build, sample (or approximate), diagnose, gate and derive cell draws."""
+    timings: dict[str, float] = {}
+    start = time.perf_counter()
+    model, data = build_model(dataset, spec)
+    timings["build"] = time.perf_counter() - start
+    start = time.perf_counter()
+    idata = sample(model, spec, progress) if method == "nuts" else \
+        approximate(model, spec, progress)
+    timings["sample"] = time.perf_counter() - start
+    start = time.perf_counter()
+    total_gap, draws = _derive_all(model, data, idata.posterior.to_dataset(),
+                                   spec.derived_draws)
+    table, gate = diagnose(idata, total_gap, spec)
+    if method != "nuts":
+        gate = {**gate, "passed": False,
+                "failures": ["approximate fit (ADVI): exploration only, never promotable"]}
+    timings["derive"] = time.perf_counter() - start
+    return FitResult(spec=spec, dataset_hash=dataset.hash, idata=idata, diagnostics=table,
+                     gate=gate, draws=draws, timings=timings, method=method)
+
+
+def _derive_all(model: pm.Model, data: ModelData, posterior: xr.Dataset, keep: int,
+                chunk: int = 200) -> tuple[np.ndarray, CellDraws]:
+    """Total undiagnosed for every draw (chain x draw) and cell draws for `keep` evenly
+    thinned draws, computed chunk by chunk so memory stays bounded."""
+    chains, n_draws = posterior.sizes["chain"], posterior.sizes["draw"]
+    total = np.zeros((chains, n_draws))
+    flat_keep = set(np.unique(np.linspace(0, chains * n_draws - 1,
+                                          min(keep, chains * n_draws)).round().astype(int)))
+    kept: list[CellDraws] = []
+    for c in range(chains):
+        for start in range(0, n_draws, chunk):
+            piece = posterior.isel(chain=[c], draw=slice(start, start + chunk))
+            cells = derive(data, *cell_probabilities(model, piece))
+            total[c, start:start + cells.n_draws] = cells.undiagnosed.sum(axis=1,
+                                                                         dtype=np.float64)
+            rows = [i for i in range(cells.n_draws) if c * n_draws + start + i in flat_keep]
+            kept.append(CellDraws(*(getattr(cells, k)[rows] for k in DERIVED)))
+    draws = CellDraws(*(np.concatenate([getattr(k, name) for k in kept]) for name in DERIVED))
+    return total, draws

@@ -1,0 +1,363 @@
+"""Dataset + ModelSpec -> PyMC model of true prevalence and detection (MODEL.md).
+
+    logit pi_c    = alpha_k(s) + offset_s + beta_pi . X_a + eps_a
+    logit theta_c = gamma_0 + sum_attr gamma_attr[s] + beta_theta . X_a + u_a
+    R_o ~ (Beta-)Binomial(N_o, sum_{c in o} N_c pi_c theta_c w_oc / N_o), interval-censored
+
+`w_oc` is 1, or the area's recording completeness rho (observations with the attribute
+recorded) or 1 - rho ("not stated" observations). Random effects are non-centred, group
+effects sum to zero, covariates are standardised over populated areas.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+import pymc as pm
+import pytensor.tensor as pt
+from pymc.distributions.transforms import ZeroSumTransform
+from scipy.special import logit
+
+from gapmodel.data import Dataset
+from gapmodel.graph import Graph
+from gapmodel.likelihood import binomial_logpmf, interval_logp
+from gapmodel.spec import GroupEffect, ModelSpec, NormalPrior
+
+#: Free parameters monitored by the convergence gate (those present in a given model).
+HYPERPARAMETERS = ("alpha", "log_rr", "beta_pi", "gamma0", "sigma_group", "beta_theta",
+                   "sigma_u", "rho_bym2", "sigma_level", "mu_rho", "sigma_rho",
+                   "log_concentration", "logit_treated")
+
+
+@dataclass(frozen=True)
+class ModelData:
+    """Numpy index arrays and constants derived once from a Dataset for a spec."""
+
+    n_cells: int
+    population: np.ndarray  # (C,)
+    cell_area: np.ndarray  # (C,) area index
+    cell_ref: np.ndarray  # (C,) reference-stratum index
+    ref_strata: list[str]
+    areas: list[str]
+    x_pi: np.ndarray  # (A, P) standardised
+    x_theta: np.ndarray  # (A, Q) standardised
+    covariate_scaling: dict[str, tuple[float, float]]
+    group_levels: dict[str, list[str]]
+    cell_group: dict[str, np.ndarray]  # attribute -> (C,) level index
+    offset_groups: pd.DataFrame  # one row per free relative risk: mean, sd
+    cell_offset_fixed: np.ndarray  # (C,) fixed log-RR
+    cell_offset_group: np.ndarray  # (C,) index into offset_groups, -1 if none
+    pair_obs: np.ndarray
+    pair_cell: np.ndarray
+    pair_kind: np.ndarray  # 0 plain, 1 attribute recorded (x rho), 2 not stated (x 1-rho)
+    obs_population: np.ndarray
+    obs_lo: np.ndarray
+    obs_hi: np.ndarray
+    reference: pd.DataFrame
+    level_index: dict[str, np.ndarray] = field(default_factory=dict)  # level -> (A,) index
+    level_sizes: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def uses_completeness(self) -> bool:
+        return bool((self.pair_kind > 0).any())
+
+
+def _standardise(frame: pd.DataFrame, names: list[str], populated: np.ndarray
+                 ) -> tuple[np.ndarray, dict[str, tuple[float, float]]]:
+    out = np.zeros((len(frame), len(names)))
+    scaling = {}
+    for j, name in enumerate(names):
+        if name not in frame.columns:
+            raise ValueError(f"covariate '{name}' is not in the dataset (has: "
+                             f"{', '.join(frame.columns) or 'none'})")
+        values = frame[name].to_numpy(dtype=float)
+        ref = values[populated]
+        mean, sd = float(np.nanmean(ref)), float(np.nanstd(ref)) or 1.0
+        out[:, j] = np.nan_to_num((values - mean) / sd)
+        scaling[name] = (mean, sd)
+    return out, scaling
+
+
+def _level_order(values: pd.Series, effect: GroupEffect) -> list[str]:
+    present = list(dict.fromkeys(values))
+    if effect.order is None:
+        return present
+    missing = set(present) - set(effect.order)
+    if missing:
+        raise ValueError(f"group order lacks levels {sorted(missing)}")
+    return [v for v in effect.order if v in set(present)]
+
+
+def prepare(dataset: Dataset, spec: ModelSpec) -> ModelData:
+    """Index arrays for the model; refuses a spec that does not fit the dataset."""
+    cells = dataset.cells
+    areas = list(dataset.areas["area"])
+    area_pos = pd.Series(np.arange(len(areas)), index=areas)
+    cell_area = area_pos[cells["area"]].to_numpy()
+    populated = np.zeros(len(areas), dtype=bool)
+    populated[np.unique(cell_area[cells["population"].to_numpy() > 0])] = True
+
+    ref_prev = dataset.reference[dataset.reference["measure"] == "prevalence"]
+    ref_strata = list(ref_prev["ref_stratum"])
+    rmap = dataset.reference_map.set_index("stratum")
+    cell_ref = pd.Series(np.arange(len(ref_strata)), index=ref_strata)[
+        rmap.loc[cells["stratum"], "ref_stratum"]].to_numpy()
+
+    rr = rmap.loc[cells["stratum"], ["log_rr_mean", "log_rr_sd"]].reset_index(drop=True)
+    free = rr["log_rr_sd"] > 0
+    groups = rr[free].drop_duplicates().reset_index(drop=True)
+    group_pos = {tuple(r): i for i, r in enumerate(groups.itertuples(index=False))}
+    cell_offset_group = np.array([group_pos.get(tuple(r), -1) if f else -1
+                                  for r, f in zip(rr.itertuples(index=False), free,
+                                                  strict=True)])
+    cell_offset_fixed = np.where(free, 0.0, rr["log_rr_mean"].to_numpy())
+
+    x_pi, s_pi = _standardise(dataset.covariates, list(spec.prevalence.covariates), populated)
+    x_th, s_th = _standardise(dataset.covariates, list(spec.detection.covariates), populated)
+
+    group_levels, cell_group = {}, {}
+    for attr, effect in spec.detection.groups.items():
+        if attr not in dataset.attributes:
+            raise ValueError(f"detection group '{attr}' is not a stratum attribute "
+                             f"({', '.join(dataset.attributes)})")
+        levels = _level_order(dataset.strata[attr], effect)
+        group_levels[attr] = levels
+        cell_group[attr] = pd.Series(np.arange(len(levels)), index=levels)[cells[attr]] \
+            .to_numpy()
+
+    obs = dataset.observations.reset_index(drop=True)
+    pairs = dataset.obs_cells
+    pair_obs, pair_cell = pairs["obs"].to_numpy(), pairs["cell"].to_numpy()
+    incomplete = obs["incomplete"].to_numpy()
+    registers_with_missing = set(obs.loc[incomplete != "", "register"])
+    kind = np.where(incomplete != "", 2,
+                    np.where(obs["register"].isin(registers_with_missing), 1, 0))
+    if (kind > 0).any() and spec.missing is None:
+        raise ValueError("the dataset has 'not stated' observations: the spec needs a "
+                         "'missing' section (recording completeness)")
+
+    level_index, level_sizes = {}, {}
+    area_spec = spec.detection.area
+    if area_spec.type == "nested":
+        for level in area_spec.levels:
+            if level not in dataset.areas.columns:
+                raise ValueError(f"nested level '{level}' is not in the hierarchy "
+                                 f"({', '.join(dataset.levels)})")
+            codes, uniques = pd.factorize(dataset.areas[level])
+            level_index[level], level_sizes[level] = codes, len(uniques)
+    return ModelData(
+        n_cells=len(cells), population=cells["population"].to_numpy(dtype=float),
+        cell_area=cell_area, cell_ref=cell_ref, ref_strata=ref_strata, areas=areas,
+        x_pi=x_pi, x_theta=x_th, covariate_scaling={**s_pi, **s_th},
+        group_levels=group_levels, cell_group=cell_group, offset_groups=groups,
+        cell_offset_fixed=cell_offset_fixed, cell_offset_group=cell_offset_group,
+        pair_obs=pair_obs, pair_cell=pair_cell, pair_kind=kind[pair_obs],
+        obs_population=obs["population"].to_numpy(dtype=float),
+        obs_lo=obs["lo"].to_numpy(dtype=np.int64), obs_hi=obs["hi"].to_numpy(dtype=np.int64),
+        reference=dataset.reference.reset_index(drop=True),
+        level_index=level_index, level_sizes=level_sizes)
+
+
+def _normal(name: str, prior: NormalPrior, **kwargs) -> pt.TensorVariable:
+    if prior.sigma == 0:
+        return pt.as_tensor(prior.mu)
+    return pm.Normal(name, prior.mu, prior.sigma, **kwargs)
+
+
+def _group_effect(attr: str, effect: GroupEffect, size: int) -> pt.TensorVariable:
+    sigma = pm.HalfNormal(f"sigma_group_{attr}", effect.sigma)
+    if size < 2:
+        return pt.zeros(size)
+    if effect.type == "free":
+        return pm.Deterministic(f"gamma_{attr}",
+                                sigma * pm.ZeroSumNormal(f"z_{attr}", dims=attr), dims=attr)
+    steps = pm.Normal(f"z_{attr}", 0.0, 1.0, shape=size - 1)
+    walk = pt.concatenate([pt.zeros(1), pt.cumsum(steps * sigma)])
+    if effect.type == "rw2":
+        walk = pt.concatenate([pt.zeros(1), pt.cumsum(walk[1:])])
+    return pm.Deterministic(f"gamma_{attr}", walk - walk.mean(), dims=attr)
+
+
+def _area_effect(spec: ModelSpec, data: ModelData, dataset: Dataset) -> pt.TensorVariable:
+    area = spec.detection.area
+    n = len(data.areas)
+    if area.type == "none":
+        return pt.zeros(n)
+    sigma = pm.HalfNormal("sigma_u", area.sigma)
+    if area.type == "iid":
+        return sigma * pm.Normal("z_u", 0.0, 1.0, dims="area")
+    if area.type == "nested":
+        total = sigma * pm.Normal("z_u", 0.0, 1.0, dims="area")
+        for level in area.levels:
+            s = pm.HalfNormal(f"sigma_level_{level}", area.sigma)
+            z = pm.Normal(f"z_{level}", 0.0, 1.0, shape=data.level_sizes[level])
+            total = total + (s * z)[data.level_index[level]]
+        return total
+    return _bym2(sigma, data, dataset)
+
+
+def area_graph(dataset: Dataset) -> Graph:
+    pos = pd.Series(np.arange(len(dataset.areas)), index=dataset.areas["area"])
+    edges = np.column_stack([pos[dataset.adjacency["area1"]].to_numpy(),
+                             pos[dataset.adjacency["area2"]].to_numpy()]) \
+        if len(dataset.adjacency) else np.zeros((0, 2), dtype=int)
+    return Graph.from_edges(len(dataset.areas), edges)
+
+
+def _bym2(sigma, data: ModelData, dataset: Dataset) -> pt.TensorVariable:
+    """BYM2 over the adjacency edge list: ICAR by pairwise differences, per-component
+    scaling and soft sum-to-zero; isolated areas take the unstructured part only."""
+    graph = area_graph(dataset)
+    if not len(graph.edges):
+        raise ValueError("a BYM2 area effect needs an adjacency table")
+    scale = graph.scaling_factors()
+    connected = ~graph.isolated
+    rho = pm.Beta("rho_bym2", 1.0, 1.0)
+    theta = pm.Normal("z_u", 0.0, 1.0, dims="area")
+    # ICAR: pairwise differences over the edge list, with a hard sum-to-zero constraint
+    # per connected component (a zero-sum transform of a flat vector); isolated areas
+    # have no structured part.
+    phi = pt.zeros(graph.n)
+    for label in np.flatnonzero(graph.sizes > 1):
+        members = np.flatnonzero(graph.component == label)
+        part = pm.Flat(f"phi_u{label}" if len(graph.sizes) > 1 else "phi_u",
+                       shape=len(members), default_transform=ZeroSumTransform([-1]))
+        phi = pt.set_subtensor(phi[members], part)
+    i, j = graph.edges[:, 0], graph.edges[:, 1]
+    pm.Potential("icar", -0.5 * pt.sum((phi[i] - phi[j]) ** 2))
+    structured = pt.where(connected, phi / np.sqrt(np.nan_to_num(scale, nan=1.0)), 0.0)
+    mixed = pt.where(connected, pt.sqrt(rho) * structured + pt.sqrt(1 - rho) * theta, theta)
+    return sigma * mixed
+
+
+def _logit(p):
+    p = pt.clip(p, 1e-9, 1 - 1e-9)
+    return pt.log(p) - pt.log1p(-p)
+
+
+def _reference_evidence(data: ModelData, logit_pi_ref, logit_theta_ref, spec: ModelSpec):
+    """Survey counts (with design effect) or published rates with their 95% interval."""
+    ref = data.reference
+    pos = {k: i for i, k in enumerate(data.ref_strata)}
+    for measure, target in (("prevalence", logit_pi_ref), ("diagnosed", logit_theta_ref),
+                            ("treated", None)):
+        rows = ref[ref["measure"] == measure]
+        if rows.empty:
+            continue
+        if measure == "treated":
+            tau = pm.Normal("logit_treated", spec.detection.treated.mu,
+                            spec.detection.treated.sigma)
+            target = _logit(pm.math.sigmoid(logit_theta_ref) * pm.math.sigmoid(tau))
+        missing = sorted(set(rows["ref_stratum"]) - set(pos))
+        if missing:
+            raise ValueError(f"{measure} evidence for reference strata without prevalence "
+                             f"rows: {missing}")
+        idx = np.array([pos[k] for k in rows["ref_stratum"]])
+        counts = (rows["kind"] == "counts").to_numpy()
+        if counts.any():
+            c = rows[counts]
+            deff = c["design_effect"].to_numpy()
+            y, n = c["y"].to_numpy() / deff, c["n"].to_numpy() / deff
+            p = pm.math.sigmoid(target[idx[counts]])
+            pm.Potential(f"{measure}_survey", pt.sum(y * pt.log(p) + (n - y) * pt.log1p(-p)))
+        if (~counts).any():
+            r = rows[~counts]
+            sd = (logit(r["upper"].to_numpy()) - logit(r["lower"].to_numpy())) / (2 * 1.959964)
+            pm.Normal(f"{measure}_published", mu=target[idx[~counts]], sigma=sd,
+                      observed=logit(r["rate"].to_numpy()))
+
+
+def reference_prior_centre(data: ModelData) -> np.ndarray:
+    """Logit of each reference stratum's prevalence evidence (centre of alpha's prior)."""
+    ref = data.reference[data.reference["measure"] == "prevalence"].set_index("ref_stratum")
+    ref = ref.loc[data.ref_strata]
+    rate = np.where(ref["kind"] == "counts", (ref["y"] + 0.5) / (ref["n"] + 1.0), ref["rate"])
+    return logit(np.clip(rate.astype(float), 1e-4, 1 - 1e-4))
+
+
+def build_model(dataset: Dataset, spec: ModelSpec) -> tuple[pm.Model, ModelData]:
+    """The PyMC model and its index data."""
+    data = prepare(dataset, spec)
+    coords = {"area": data.areas, "ref_stratum": data.ref_strata, **data.group_levels,
+              "cov_pi": list(spec.prevalence.covariates),
+              "cov_theta": list(spec.detection.covariates)}
+    with pm.Model(coords=coords) as model:
+        # true prevalence
+        alpha = pm.Normal("alpha", reference_prior_centre(data),
+                          spec.prevalence.intercept_sigma, dims="ref_stratum")
+        logit_pi = alpha[data.cell_ref] + data.cell_offset_fixed
+        if len(data.offset_groups):
+            log_rr = pm.Normal("log_rr", data.offset_groups["log_rr_mean"].to_numpy(),
+                               data.offset_groups["log_rr_sd"].to_numpy())
+            has = data.cell_offset_group >= 0
+            logit_pi = logit_pi + pt.where(has, log_rr[np.maximum(data.cell_offset_group, 0)],
+                                           0.0)
+        if data.x_pi.shape[1]:
+            priors = list(spec.prevalence.covariates.values())
+            beta_pi = pm.Normal("beta_pi", [p.mu for p in priors], [p.sigma for p in priors],
+                                dims="cov_pi")
+            logit_pi = logit_pi + (data.x_pi @ beta_pi)[data.cell_area]
+        if spec.prevalence.sigma_eps > 0:
+            eps = spec.prevalence.sigma_eps * pm.Normal("z_eps", 0.0, 1.0, dims="area")
+            logit_pi = logit_pi + eps[data.cell_area]
+        # detection
+        gamma0 = _normal("gamma0", spec.detection.intercept)
+        logit_theta = gamma0 + pt.zeros(data.n_cells)
+        for attr, effect in spec.detection.groups.items():
+            gamma = _group_effect(attr, effect, len(data.group_levels[attr]))
+            logit_theta = logit_theta + gamma[data.cell_group[attr]]
+        if data.x_theta.shape[1]:
+            priors = list(spec.detection.covariates.values())
+            beta_theta = pm.Normal("beta_theta", [p.mu for p in priors],
+                                   [p.sigma for p in priors], dims="cov_theta")
+            logit_theta = logit_theta + (data.x_theta @ beta_theta)[data.cell_area]
+        u = _area_effect(spec, data, dataset)
+        logit_theta = logit_theta + u[data.cell_area]
+        pi = pm.math.sigmoid(logit_pi)
+        theta = pm.math.sigmoid(logit_theta)
+        pm.Deterministic("pi", pi)
+        pm.Deterministic("theta", theta)
+        # Evidence describes the population of each reference stratum: prevalence is the
+        # population-weighted mean of pi, detection the case-weighted mean of theta.
+        cases = data.population * pi
+        n_ref = len(data.ref_strata)
+        pop_ref = np.bincount(data.cell_ref, weights=data.population, minlength=n_ref)
+        cases_ref = pt.inc_subtensor(pt.zeros(n_ref)[data.cell_ref], cases)
+        found_ref = pt.inc_subtensor(pt.zeros(n_ref)[data.cell_ref], cases * theta)
+        _reference_evidence(data, _logit(cases_ref / np.maximum(pop_ref, 1.0)),
+                            _logit(found_ref / pt.maximum(cases_ref, 1e-9)), spec)
+        # registers
+        weight = pt.ones(len(data.pair_obs))
+        if data.uses_completeness:
+            assert spec.missing is not None
+            mu_rho = _normal("mu_rho", spec.missing.mean)
+            sigma_rho = pm.HalfNormal("sigma_rho", spec.missing.sigma)
+            rho = pm.Deterministic(
+                "rho", pm.math.sigmoid(mu_rho + sigma_rho * pm.Normal("z_rho", 0, 1,
+                                                                       dims="area")),
+                dims="area")
+            rho_pair = rho[data.cell_area[data.pair_cell]]
+            weight = pt.switch(pt.eq(data.pair_kind, 1), rho_pair,
+                               pt.switch(pt.eq(data.pair_kind, 2), 1 - rho_pair, 1.0))
+        recorded = data.population * pi * theta
+        mu = pt.inc_subtensor(pt.zeros(len(data.obs_lo))[data.pair_obs],
+                              recorded[data.pair_cell] * weight)
+        _register_likelihood(data, mu, spec)
+    return model, data
+
+
+def _register_likelihood(data: ModelData, mu, spec: ModelSpec) -> None:
+    n_obs = data.obs_population
+    live = n_obs > 0
+    p = pt.clip(mu[live] / n_obs[live], 1e-12, 1 - 1e-9)
+    lo, hi, n = data.obs_lo[live], data.obs_hi[live], n_obs[live]
+    concentration = None
+    if spec.likelihood.family == "beta_binomial":
+        concentration = pt.exp(_normal("log_concentration", spec.likelihood.concentration))
+    exact = lo == hi
+    if exact.all() and concentration is None:
+        pm.Potential("register", pt.sum(binomial_logpmf(lo.astype(float), n, p)))
+        return
+    pm.Potential("register", pt.sum(interval_logp(lo, hi, n, p, concentration)))

@@ -1,0 +1,139 @@
+"""Model specifications: `models/*.yaml` -> a typed, validated ModelSpec (priors as data)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+
+class _Spec(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class NormalPrior(_Spec):
+    """Normal(mu, sigma); sigma 0 fixes the value at mu."""
+
+    mu: float = 0.0
+    sigma: float = Field(1.0, ge=0)
+
+
+class GroupEffect(_Spec):
+    """Effect of one stratum attribute: free (sum-to-zero) or a smooth random walk."""
+
+    type: Literal["free", "rw1", "rw2"] = "free"
+    sigma: float = Field(0.5, gt=0, description="scale of the HalfNormal prior on the spread")
+    order: list[str] | None = Field(None, description="level order for random walks")
+
+
+class AreaEffect(_Spec):
+    """Area effect on detection: none, iid, nested (levels of the hierarchy) or BYM2."""
+
+    type: Literal["none", "iid", "nested", "bym2"] = "iid"
+    sigma: float = Field(0.5, gt=0, description="scale of the HalfNormal prior on sigma")
+    levels: list[str] = Field(default_factory=list, description="for nested: coarser levels "
+                              "added to the base area's own effect")
+    centered: bool = False
+
+
+class Prevalence(_Spec):
+    """True prevalence: reference-stratum effects, covariates from evidence, sigma_eps."""
+
+    intercept_sigma: float = Field(2.0, gt=0, description="prior sd of alpha_k around "
+                                   "the reference evidence's logit")
+    covariates: dict[str, NormalPrior] = Field(default_factory=dict)
+    sigma_eps: float = Field(0.1, ge=0, description="sd of unexplained area variation in "
+                             "true prevalence (a sensitivity choice, not estimated)")
+
+
+class Detection(_Spec):
+    intercept: NormalPrior = NormalPrior(mu=1.0, sigma=1.5)
+    groups: dict[str, GroupEffect] = Field(default_factory=dict)
+    covariates: dict[str, NormalPrior] = Field(default_factory=dict)
+    area: AreaEffect = AreaEffect()
+    treated: NormalPrior = Field(NormalPrior(mu=1.7, sigma=0.7),
+                                 description="logit of the share of diagnosed cases that are "
+                                 "treated, linking 'treated' evidence to detection")
+
+
+class Likelihood(_Spec):
+    family: Literal["binomial", "beta_binomial"] = "binomial"
+    concentration: NormalPrior = Field(NormalPrior(mu=6.0, sigma=1.5),
+                                       description="prior on log concentration (beta-binomial)")
+
+
+class MissingAttribute(_Spec):
+    """Recording completeness rho for 'not stated' observations, per area, pooled."""
+
+    attribute: str = "ethnicity"
+    mean: NormalPrior = NormalPrior(mu=2.0, sigma=1.0)
+    sigma: float = Field(0.5, gt=0)
+
+
+class Sampler(_Spec):
+    name: Literal["nutpie", "pymc", "numpyro"] = "nutpie"
+    chains: int = Field(2, ge=1)
+    tune: int = Field(1000, ge=0)
+    draws: int = Field(1000, ge=1)
+    target_accept: float = Field(0.9, gt=0, lt=1)
+    seed: int = 1
+
+
+class Gate(_Spec):
+    rhat: float = 1.01
+    ess: float = 400
+    ebfmi: float = 0.3
+    divergences: int = 0
+
+
+class SimulatedData(_Spec):
+    kind: Literal["simulate"] = "simulate"
+    areas: int = 300
+    seed: int = 0
+    registers: Literal["cells", "totals"] = "cells"
+
+
+class DirectoryData(_Spec):
+    kind: Literal["directory"] = "directory"
+    path: str
+
+
+class EnglandData(_Spec):
+    kind: Literal["england"] = "england"
+    builder: str
+
+
+DataSource = Annotated[SimulatedData | DirectoryData | EnglandData, Field(discriminator="kind")]
+
+
+class ModelSpec(_Spec):
+    """Everything that defines a fit except the data's content."""
+
+    name: str
+    condition: str = ""
+    description: str = ""
+    data: DataSource = SimulatedData()
+    prevalence: Prevalence = Prevalence()
+    detection: Detection = Detection()
+    likelihood: Likelihood = Likelihood()
+    missing: MissingAttribute | None = None
+    sampler: Sampler = Sampler()
+    gate: Gate = Gate()
+    derived_draws: int = Field(1000, ge=10, description="thinned draws kept for serving")
+
+    @model_validator(mode="after")
+    def _check_area(self) -> ModelSpec:
+        area = self.detection.area
+        if area.type == "nested" and not area.levels:
+            raise ValueError("detection.area: nested effects need 'levels'")
+        return self
+
+    @classmethod
+    def from_yaml(cls, path: str | Path) -> ModelSpec:
+        content = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+        return cls.model_validate(content)
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False)
