@@ -133,14 +133,19 @@ def cell_probabilities(model: pm.Model, posterior: xr.Dataset) -> tuple[np.ndarr
     return values[0], values[1], (values[2] if len(values) > 2 else None)
 
 
-def derive(data: ModelData, pi: np.ndarray, theta: np.ndarray,
-           rho: np.ndarray | None) -> CellDraws:
-    """Cell draws: expected N pi; recorded = each observation's count (midpoint of its
-    interval) shared over its cells in proportion to N pi theta w; cells that no register
-    observes get their predicted N pi theta; undiagnosed = expected - recorded."""
+def derive(data: ModelData, pi: np.ndarray, theta: np.ndarray, rho: np.ndarray | None,
+           rng: np.random.Generator) -> CellDraws:
+    """Cell draws given parameter draws.
+
+    recorded: each observation's count (midpoint of its interval) shared over its cells in
+    proportion to N pi theta w; cells no register observes get a predictive draw.
+    undiagnosed: a predictive draw Binomial(N - recorded, q) with q = pi (1 - theta) /
+    (1 - pi theta), the chance that a person not on the register has the condition; so
+    intervals carry both parameter uncertainty and the cell's own binomial variation.
+    expected (true cases) = recorded + undiagnosed.
+    """
     n = data.population[None, :]
-    expected = n * pi
-    found = expected * theta
+    found = n * pi * theta
     weight = np.ones((pi.shape[0], len(data.pair_obs)))
     if rho is not None:
         r = rho[:, data.cell_area[data.pair_cell]]
@@ -150,15 +155,21 @@ def derive(data: ModelData, pi: np.ndarray, theta: np.ndarray,
     np.add.at(mu.T, data.pair_obs, contribution.T)
     count = (data.obs_lo + data.obs_hi) / 2.0
     share = contribution / np.maximum(mu[:, data.pair_obs], 1e-300)
-    recorded = np.zeros_like(expected)
+    recorded = np.zeros_like(found)
     np.add.at(recorded.T, data.pair_cell, (share * count[data.pair_obs]).T)
     unobserved = np.ones(data.n_cells, dtype=bool)
     unobserved[data.pair_cell] = False
-    recorded[:, unobserved] = found[:, unobserved]
+    if unobserved.any():
+        recorded[:, unobserved] = rng.binomial(
+            np.broadcast_to(data.population[unobserved], recorded[:, unobserved].shape)
+            .astype(np.int64), pi[:, unobserved] * theta[:, unobserved])
+    q = pi * (1 - theta) / (1 - pi * theta)
+    at_risk = np.clip(np.rint(n - recorded), 0, None).astype(np.int64)
+    undiagnosed = rng.binomial(at_risk, q).astype(float)
     f32 = np.float32
-    return CellDraws(expected=expected.astype(f32), recorded=recorded.astype(f32),
-                     undiagnosed=(expected - recorded).astype(f32), pi=pi.astype(f32),
-                     theta=theta.astype(f32))
+    return CellDraws(expected=(recorded + undiagnosed).astype(f32),
+                     recorded=recorded.astype(f32), undiagnosed=undiagnosed.astype(f32),
+                     pi=pi.astype(f32), theta=theta.astype(f32))
 
 
 def fit(dataset: Dataset, spec: ModelSpec, *, progress: bool = True,
@@ -174,7 +185,7 @@ def fit(dataset: Dataset, spec: ModelSpec, *, progress: bool = True,
     timings["sample"] = time.perf_counter() - start
     start = time.perf_counter()
     total_gap, draws = _derive_all(model, data, idata.posterior.to_dataset(),
-                                   spec.derived_draws)
+                                   spec.derived_draws, spec.sampler.seed)
     table, gate = diagnose(idata, total_gap, spec)
     if method != "nuts":
         gate = {**gate, "passed": False,
@@ -185,7 +196,7 @@ def fit(dataset: Dataset, spec: ModelSpec, *, progress: bool = True,
 
 
 def _derive_all(model: pm.Model, data: ModelData, posterior: xr.Dataset, keep: int,
-                chunk: int = 200) -> tuple[np.ndarray, CellDraws]:
+                seed: int, chunk: int = 200) -> tuple[np.ndarray, CellDraws]:
     """Total undiagnosed for every draw (chain x draw) and cell draws for `keep` evenly
     thinned draws, computed chunk by chunk so memory stays bounded."""
     chains, n_draws = posterior.sizes["chain"], posterior.sizes["draw"]
@@ -193,10 +204,11 @@ def _derive_all(model: pm.Model, data: ModelData, posterior: xr.Dataset, keep: i
     flat_keep = set(np.unique(np.linspace(0, chains * n_draws - 1,
                                           min(keep, chains * n_draws)).round().astype(int)))
     kept: list[CellDraws] = []
+    rng = np.random.default_rng(seed)
     for c in range(chains):
         for start in range(0, n_draws, chunk):
             piece = posterior.isel(chain=[c], draw=slice(start, start + chunk))
-            cells = derive(data, *cell_probabilities(model, piece))
+            cells = derive(data, *cell_probabilities(model, piece), rng=rng)
             total[c, start:start + cells.n_draws] = cells.undiagnosed.sum(axis=1,
                                                                          dtype=np.float64)
             rows = [i for i in range(cells.n_draws) if c * n_draws + start + i in flat_keep]

@@ -334,10 +334,9 @@ def build_model(dataset: Dataset, spec: ModelSpec) -> tuple[pm.Model, ModelData]
             assert spec.missing is not None
             mu_rho = _normal("mu_rho", spec.missing.mean)
             sigma_rho = pm.HalfNormal("sigma_rho", spec.missing.sigma)
-            rho = pm.Deterministic(
-                "rho", pm.math.sigmoid(mu_rho + sigma_rho * pm.Normal("z_rho", 0, 1,
-                                                                       dims="area")),
-                dims="area")
+            # centred: every area has many observations informing its completeness
+            logit_rho = pm.Normal("logit_rho", mu_rho, sigma_rho, dims="area")
+            rho = pm.Deterministic("rho", pm.math.sigmoid(logit_rho), dims="area")
             rho_pair = rho[data.cell_area[data.pair_cell]]
             weight = pt.switch(pt.eq(data.pair_kind, 1), rho_pair,
                                pt.switch(pt.eq(data.pair_kind, 2), 1 - rho_pair, 1.0))
