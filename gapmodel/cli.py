@@ -10,7 +10,7 @@ from typing import Annotated
 
 import typer
 
-from gapmodel.data import Dataset, Problem, validate_directory
+from gapmodel.data import Dataset, DataValidationError, Problem, validate_directory
 
 app = typer.Typer(
     help="gapmodel: Bayesian estimates of missing diagnoses with honest uncertainty.",
@@ -145,12 +145,141 @@ def build(
     typer.echo(f"Wrote {out}.")
 
 
+def _fit_and_register(spec_path: Path, data: Path | None, json_out: Path | None,
+                      approximate: bool, registry: Path | None, draws: int | None,
+                      promote: bool) -> None:
+    from gapmodel.fit import fit
+    from gapmodel.registry import Registry, RegistryError
+    from gapmodel.sources import load_spec_data
+    from gapmodel.spec import ModelSpec
+    from gapmodel.summary import fit_summary, format_summary
+
+    try:
+        spec = ModelSpec.from_yaml(spec_path)
+    except (OSError, ValueError) as exc:
+        typer.echo(f"{spec_path}: not a valid model spec:\n{exc}", err=True)
+        raise typer.Exit(code=2) from None
+    if draws is not None:
+        spec = spec.model_copy(update={"sampler": spec.sampler.model_copy(
+            update={"draws": draws, "tune": draws})})
+    try:
+        dataset, scenario = load_spec_data(spec, data)
+    except DataValidationError as exc:
+        typer.echo(str(exc), err=True)
+        raise typer.Exit(code=1) from None
+    except (FileNotFoundError, ValueError) as exc:
+        typer.echo(str(exc), err=True)
+        raise typer.Exit(code=2) from None
+    s = spec.sampler
+    typer.echo(f"Fitting {spec.name} on dataset {dataset.name} ({len(dataset.cells):,} cells, "
+               f"{len(dataset.observations):,} observations) with "
+               + ("ADVI (approximate, exploration only)" if approximate else
+                  f"{s.name}: {s.chains} chains x ({s.tune} tune + {s.draws} draws)"))
+    result = fit(dataset, spec, progress=True, method="advi" if approximate else "nuts")
+    summary = fit_summary(result, scenario.truth.cells if scenario else None)
+    store = Registry(registry)
+    version = store.save(result, dataset)
+    summary["version"] = version
+    typer.echo(format_summary(summary))
+    typer.echo(f"saved as version {version} in {store.root / spec.name}")
+    if json_out is not None:
+        json_out.write_text(json.dumps(summary, indent=2, default=float))
+    if promote and result.passed:
+        store.promote(version)
+        typer.echo(f"version {version} is now active for {spec.name}")
+    elif promote:
+        try:
+            store.active(spec.name)
+            typer.echo("the active version is unchanged: this fit failed the gate")
+        except RegistryError:
+            typer.echo("no version was promoted: this fit failed the gate")
+
+
+@app.command("fit")
+def fit_command(
+    spec: Annotated[Path, typer.Argument(help="model spec (models/*.yaml)")],
+    data: Annotated[Path | None, typer.Option("--data", help="data directory (England files "
+                                              "or a dataset directory)")] = None,
+    json_out: Annotated[Path | None, typer.Option("--json", help="write the summary as JSON")]
+    = None,
+    approximate: Annotated[bool, typer.Option("--approximate", help="ADVI instead of NUTS: "
+                                              "fast, labelled, never promotable")] = False,
+    registry: Annotated[Path | None, typer.Option(help="registry root "
+                                                  "(default $GAPMODEL_REGISTRY or "
+                                                  "models/registry)")] = None,
+    draws: Annotated[int | None, typer.Option(help="override tune and draws per chain")]
+    = None,
+    promote: Annotated[bool, typer.Option(help="make the fit active if it passes the gate")]
+    = False,
+) -> None:
+    """Fit a spec: sample, diagnose, gate, save a version; print the summary."""
+    _fit_and_register(spec, data, json_out, approximate, registry, draws, promote)
+
+
+@app.command()
+def versions(
+    model: Annotated[str | None, typer.Argument(help="model name (default: all)")] = None,
+    registry: Annotated[Path | None, typer.Option(help="registry root")] = None,
+) -> None:
+    """List fitted versions, their gate verdicts and which one is active."""
+    from gapmodel.registry import Registry
+
+    rows = Registry(registry).versions(model)
+    if not rows:
+        typer.echo("no fitted versions")
+        return
+    for meta in rows:
+        gate = "gate passed" if meta["gate"]["passed"] else "gate FAILED"
+        flag = "* active" if meta["active"] else ""
+        typer.echo(f"{meta['model']:28} {meta['version']:28} {meta['created']:26} "
+                   f"{meta['method']:5} {gate:12} {flag}")
+
+
+@app.command()
+def promote(
+    version: Annotated[str, typer.Argument(help="version id")],
+    force: Annotated[bool, typer.Option(help="promote a fit that failed the gate")] = False,
+    reason: Annotated[str, typer.Option(help="why (required with --force; recorded)")] = "",
+    registry: Annotated[Path | None, typer.Option(help="registry root")] = None,
+) -> None:
+    """Make a version active (atomic switch); gate-failing fits only with --force."""
+    from gapmodel.registry import Registry, RegistryError
+
+    try:
+        Registry(registry).promote(version, force=force, reason=reason)
+    except RegistryError as exc:
+        typer.echo(str(exc), err=True)
+        raise typer.Exit(code=1) from None
+    typer.echo(f"version {version} is now active")
+
+
+@app.command()
+def rollback(
+    model: Annotated[str, typer.Argument(help="model name")],
+    registry: Annotated[Path | None, typer.Option(help="registry root")] = None,
+) -> None:
+    """Re-activate the version that was active before the current one."""
+    from gapmodel.registry import Registry, RegistryError
+
+    try:
+        target = Registry(registry).rollback(model)
+    except RegistryError as exc:
+        typer.echo(str(exc), err=True)
+        raise typer.Exit(code=1) from None
+    typer.echo(f"{model}: version {target} is active again")
+
+
 @app.command()
 def demo(
     out: Annotated[Path, typer.Option("--out", help="where to write the default scenario")]
     = Path("out/synthetic_icb"),
+    spec: Annotated[Path, typer.Option(help="the default model spec")]
+    = Path("models/synthetic_icb.yaml"),
+    fit: Annotated[bool, typer.Option(help="fit the model after validating the data")] = True,
+    draws: Annotated[int | None, typer.Option(help="override tune and draws per chain")]
+    = None,
 ) -> None:
-    """The embedded default: simulate the synthetic ICB, validate it, print its summary."""
+    """The embedded default: simulate the synthetic ICB, validate it, fit it, promote it."""
     from gapmodel.simulate import default_scenario
 
     started = time.perf_counter()
@@ -168,6 +297,8 @@ def demo(
                f"{int(truth['undiagnosed'].sum()):,} undiagnosed "
                f"(true diagnosis rate {share:.1%})")
     typer.echo(f"Wrote {out} in {time.perf_counter() - started:.1f} s.")
+    if fit:
+        _fit_and_register(spec, None, None, False, None, draws, promote=True)
 
 
 def main() -> None:

@@ -63,7 +63,9 @@ def sample(model: pm.Model, spec: ModelSpec, progress: bool = True) -> xr.DataTr
                          cores=min(s.chains, 2), nuts_sampler=s.name,
                          target_accept=s.target_accept, random_seed=s.seed,
                          progressbar=progress, var_names=_stored_names(model),
-                         compute_convergence_checks=False)
+                         compute_convergence_checks=False,
+                         **({"nuts": {"adaptation": s.adaptation}}
+                            if s.name == "nutpie" and s.adaptation != "diag" else {}))
 
 
 def approximate(model: pm.Model, spec: ModelSpec, progress: bool = True) -> xr.DataTree:

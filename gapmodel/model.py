@@ -167,7 +167,8 @@ def _normal(name: str, prior: NormalPrior, **kwargs) -> pt.TensorVariable:
 
 
 def _group_effect(attr: str, effect: GroupEffect, size: int) -> pt.TensorVariable:
-    sigma = pm.HalfNormal(f"sigma_group_{attr}", effect.sigma)
+    sigma = pm.HalfNormal(f"sigma_group_{attr}", effect.sigma) if effect.pooled \
+        else effect.sigma
     if size < 2:
         return pt.zeros(size)
     if effect.type == "free":
@@ -187,6 +188,8 @@ def _area_effect(spec: ModelSpec, data: ModelData, dataset: Dataset) -> pt.Tenso
         return pt.zeros(n)
     sigma = pm.HalfNormal("sigma_u", area.sigma)
     if area.type == "iid":
+        if area.centered:
+            return pm.Normal("u", 0.0, sigma, dims="area")
         return sigma * pm.Normal("z_u", 0.0, 1.0, dims="area")
     if area.type == "nested":
         total = sigma * pm.Normal("z_u", 0.0, 1.0, dims="area")
@@ -195,7 +198,7 @@ def _area_effect(spec: ModelSpec, data: ModelData, dataset: Dataset) -> pt.Tenso
             z = pm.Normal(f"z_{level}", 0.0, 1.0, shape=data.level_sizes[level])
             total = total + (s * z)[data.level_index[level]]
         return total
-    return _bym2(sigma, data, dataset)
+    return _bym2(sigma, spec, dataset)
 
 
 def area_graph(dataset: Dataset) -> Graph:
@@ -206,7 +209,7 @@ def area_graph(dataset: Dataset) -> Graph:
     return Graph.from_edges(len(dataset.areas), edges)
 
 
-def _bym2(sigma, data: ModelData, dataset: Dataset) -> pt.TensorVariable:
+def _bym2(sigma, spec: ModelSpec, dataset: Dataset) -> pt.TensorVariable:
     """BYM2 over the adjacency edge list: ICAR by pairwise differences, per-component
     scaling and soft sum-to-zero; isolated areas take the unstructured part only."""
     graph = area_graph(dataset)
@@ -215,7 +218,6 @@ def _bym2(sigma, data: ModelData, dataset: Dataset) -> pt.TensorVariable:
     scale = graph.scaling_factors()
     connected = ~graph.isolated
     rho = pm.Beta("rho_bym2", 1.0, 1.0)
-    theta = pm.Normal("z_u", 0.0, 1.0, dims="area")
     # ICAR: pairwise differences over the edge list, with a hard sum-to-zero constraint
     # per connected component (a zero-sum transform of a flat vector); isolated areas
     # have no structured part.
@@ -227,9 +229,13 @@ def _bym2(sigma, data: ModelData, dataset: Dataset) -> pt.TensorVariable:
         phi = pt.set_subtensor(phi[members], part)
     i, j = graph.edges[:, 0], graph.edges[:, 1]
     pm.Potential("icar", -0.5 * pt.sum((phi[i] - phi[j]) ** 2))
-    structured = pt.where(connected, phi / np.sqrt(np.nan_to_num(scale, nan=1.0)), 0.0)
-    mixed = pt.where(connected, pt.sqrt(rho) * structured + pt.sqrt(1 - rho) * theta, theta)
-    return sigma * mixed
+    structured = phi / np.sqrt(np.nan_to_num(scale, nan=1.0))
+    mean = pt.where(connected, sigma * pt.sqrt(rho) * structured, 0.0)
+    sd = pt.where(connected, sigma * pt.sqrt(1 - rho), sigma)
+    if spec.detection.area.centered:
+        # data-rich areas: sample u itself given its structured mean
+        return pm.Normal("u", mean, sd, dims="area")
+    return mean + sd * pm.Normal("z_u", 0.0, 1.0, dims="area")
 
 
 def _logit(p):

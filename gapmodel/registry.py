@@ -17,6 +17,7 @@ import hashlib
 import json
 import os
 import shutil
+import uuid
 from dataclasses import dataclass
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
@@ -60,7 +61,7 @@ def _sha256(path: Path) -> str:
 
 
 def _now() -> str:
-    return dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
+    return dt.datetime.now(dt.UTC).isoformat(timespec="microseconds")
 
 
 @dataclass(frozen=True)
@@ -103,7 +104,7 @@ class Registry:
         spec = result.spec
         created = _now()
         stamp = created.replace("-", "").replace(":", "").replace("+0000", "")
-        version_id = f"{stamp[:15]}-{hashlib.sha256((created + dataset.hash + spec.to_yaml()).encode()).hexdigest()[:8]}"  # noqa: E501
+        version_id = f"{stamp[:15]}-{uuid.uuid4().hex[:8]}"
         model_dir = self.root / spec.name
         model_dir.mkdir(parents=True, exist_ok=True)
         tmp = model_dir / f".{version_id}.tmp"

@@ -24,7 +24,10 @@ class GroupEffect(_Spec):
     """Effect of one stratum attribute: free (sum-to-zero) or a smooth random walk."""
 
     type: Literal["free", "rw1", "rw2"] = "free"
-    sigma: float = Field(0.5, gt=0, description="scale of the HalfNormal prior on the spread")
+    sigma: float = Field(0.5, gt=0, description="scale of the HalfNormal prior on the spread "
+                         "(pooled) or the spread itself (not pooled)")
+    pooled: bool = Field(True, description="estimate the spread (partial pooling); with few "
+                         "levels a fixed spread samples far better")
     order: list[str] | None = Field(None, description="level order for random walks")
 
 
@@ -79,6 +82,8 @@ class Sampler(_Spec):
     draws: int = Field(1000, ge=1)
     target_accept: float = Field(0.9, gt=0, lt=1)
     seed: int = 1
+    adaptation: Literal["diag", "low_rank"] = Field(
+        "diag", description="nutpie mass-matrix adaptation")
 
 
 class Gate(_Spec):

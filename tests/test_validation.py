@@ -247,3 +247,15 @@ def test_dataset_is_immutable_and_hash_tracks_content(tmp_path: Path, tiny_dir: 
     reordered = load_dataset(write_tiny(tmp_path / "reordered", population=shuffled))
     assert reordered.hash == dataset.hash
     assert np.array_equal(reordered.cells["population"], dataset.cells["population"])
+
+
+def test_builder_notes_survive_write_and_load(tmp_path: Path) -> None:
+    from gapmodel.data import build_dataset
+    from gapmodel.data.problems import ProblemLog
+    from gapmodel.data.tables import read_directory
+
+    tables, _, manifest = read_directory(write_tiny(tmp_path / "src"), ProblemLog())
+    dataset = build_dataset(tables, manifest, notes=["3 practices had no list size"])
+    again = load_dataset(dataset.write(tmp_path / "out"))
+    assert again.notes == ["3 practices had no list size"]
+    assert again.hash == dataset.hash

@@ -23,7 +23,7 @@ from gapmodel.data.checks import (
 from gapmodel.data.dataset import Dataset
 from gapmodel.data.manifest import Manifest, RegisterOptions, parse_manifest
 from gapmodel.data.problems import DataValidationError, Problem, ProblemLog
-from gapmodel.data.tables import REGISTER_PREFIX, _as_text, read_directory
+from gapmodel.data.tables import REGISTER_PREFIX, _as_text, read_directory, read_notes
 
 RESERVED = {"area", "stratum", "population", "level", "count", "lo", "hi", "name",
             "observation", "ref_stratum", "measure", "cell"}
@@ -529,9 +529,10 @@ def validate_directory(directory: str | Path) -> tuple[Dataset | None, list[Prob
     log = ProblemLog()
     tables, files, raw_manifest = read_directory(directory, log)
     manifest = parse_manifest(raw_manifest, directory.name, log)
+    notes = read_notes(directory, log) if directory.is_dir() else []
     dataset = None
     if tables or not log.has_errors:
-        dataset = _Builder(tables, files, manifest, log).build(())
+        dataset = _Builder(tables, files, manifest, log).build(notes)
     if log.has_errors:
         dataset = None
     return dataset, log.items

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -13,7 +14,7 @@ import scipy.sparse as sp
 
 from gapmodel.data.manifest import Manifest
 from gapmodel.data.problems import Problem
-from gapmodel.data.tables import write_manifest, write_table
+from gapmodel.data.tables import NOTES, write_manifest, write_table
 
 
 def _frozen(frame: pd.DataFrame) -> pd.DataFrame:
@@ -65,6 +66,11 @@ class Dataset:
         return dataset
 
     # -- identity -------------------------------------------------------------------------
+
+    @property
+    def notes(self) -> list[str]:
+        """Harmonisation notes from the builder that made the dataset."""
+        return [p.message for p in self.report if p.rule == "harmonisation"]
 
     @property
     def name(self) -> str:
@@ -128,6 +134,8 @@ class Dataset:
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
         write_manifest(self.manifest.to_yaml_dict(), directory)
+        if self.notes:
+            (directory / NOTES).write_text(json.dumps(self.notes, indent=1), encoding="utf-8")
         for name, table in self.canonical_tables().items():
             write_table(table.astype(str) if fmt == "parquet" else table,
                         directory / f"{name}.{fmt}")

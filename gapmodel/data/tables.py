@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +13,7 @@ from gapmodel.data.problems import ProblemLog
 
 SUFFIXES = (".csv", ".parquet")
 MANIFEST = "dataset.yaml"
+NOTES = "notes.json"  # harmonisation notes of the builder that made the dataset
 TABLES = ("strata", "areas", "population", "reference", "reference_map", "covariates",
           "adjacency")
 REGISTER_PREFIX = "register"
@@ -110,6 +112,21 @@ def read_directory(directory: Path, log: ProblemLog) -> tuple[dict[str, pd.DataF
         if frame is not None:
             tables[stem] = frame
     return tables, files, manifest
+
+
+def read_notes(directory: Path, log: ProblemLog) -> list[str]:
+    path = directory / NOTES
+    if not path.exists():
+        return []
+    try:
+        notes = json.loads(path.read_text(encoding="utf-8-sig"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        log.error(NOTES, "unreadable", f"not valid JSON: {exc}")
+        return []
+    if not isinstance(notes, list) or not all(isinstance(n, str) for n in notes):
+        log.error(NOTES, "notes", "must be a JSON list of strings")
+        return []
+    return notes
 
 
 def write_table(frame: pd.DataFrame, path: Path) -> None:

@@ -1,0 +1,145 @@
+"""A small real fit end to end: diagnostics, gate, derived draws, registry round trip."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import write_tiny
+from typer.testing import CliRunner
+
+from gapmodel.cli import app
+from gapmodel.data import load_dataset
+from gapmodel.fit import FitResult, fit
+from gapmodel.registry import Registry, RegistryError
+from gapmodel.spec import ModelSpec
+from gapmodel.summary import fit_summary, totals
+
+TINY_SPEC = {
+    "name": "tiny",
+    "condition": "test",
+    "data": {"kind": "directory", "path": "unused"},
+    "detection": {"groups": {"sex": {"type": "free", "pooled": False}},
+                  "area": {"type": "iid", "centered": False}},
+    "missing": {},
+    "sampler": {"chains": 2, "tune": 150, "draws": 150, "seed": 3},
+    "derived_draws": 100,
+}
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory) -> tuple:
+    dataset = load_dataset(write_tiny(tmp_path_factory.mktemp("data") / "tiny"))
+    spec = ModelSpec.model_validate(TINY_SPEC)
+    return dataset, spec, fit(dataset, spec, progress=False)
+
+
+def test_fit_produces_diagnostics_gate_and_draws(tiny):
+    dataset, _, result = tiny
+    assert isinstance(result, FitResult)
+    table = result.diagnostics
+    for column in ("mean", "sd", "q5", "q50", "q95", "r_hat", "ess_bulk", "ess_tail"):
+        assert column in table.columns
+    assert {"gamma0", "sigma_u", "mu_rho", "total_undiagnosed"} <= set(table.index)
+    checks = result.gate["checks"]
+    assert set(checks) == {"rhat", "ess_bulk", "ess_tail", "divergences", "ebfmi"}
+    # 2 x 150 draws cannot reach ESS 400: the gate must say so
+    assert not result.passed
+    assert any("ESS" in f.upper() for f in result.gate["failures"])
+    draws = result.draws
+    assert draws.expected.shape == (100, len(dataset.cells))
+    assert draws.expected.dtype == np.float32
+    np.testing.assert_allclose(draws.expected, draws.recorded + draws.undiagnosed, rtol=1e-5)
+    assert (draws.undiagnosed >= 0).all()
+    # recorded shares the registers' counts: per draw they add up to the midpoints
+    obs = dataset.observations
+    midpoint = ((obs["lo"] + obs["hi"]) / 2).sum()
+    np.testing.assert_allclose(draws.recorded.sum(axis=1), midpoint, rtol=1e-4)
+    q = draws.yield_per_contact()
+    assert ((q > 0) & (q < 1)).all()
+
+
+def test_summary_has_totals_with_intervals(tiny):
+    _, _, result = tiny
+    summary = fit_summary(result)
+    t = summary["totals"]["undiagnosed"]
+    assert t["lower"] <= t["median"] <= t["upper"] and t["prob"] == 0.9
+    assert summary["parameters"]["gamma0"]["q5"] < summary["parameters"]["gamma0"]["q95"]
+    assert any("sigma_eps" in note for note in summary["assumptions"])
+
+
+def test_save_load_summarise_round_trip(tiny, tmp_path: Path):
+    dataset, spec, result = tiny
+    store = Registry(tmp_path / "registry")
+    version = store.save(result, dataset)
+    loaded = store.load(version)
+    assert loaded.meta["dataset"]["hash"] == dataset.hash
+    assert loaded.spec == spec
+    assert loaded.meta["packages"]["pymc"].startswith("6.")
+    np.testing.assert_array_equal(loaded.draws.undiagnosed, result.draws.undiagnosed)
+    assert totals(loaded.draws) == totals(result.draws)
+    assert list(loaded.cells["area"]) == list(dataset.cells["area"])
+    posterior = loaded.posterior()
+    assert "gamma0" in posterior.posterior
+    assert loaded.diagnostics().loc["gamma0", "r_hat"] == pytest.approx(
+        result.diagnostics.loc["gamma0", "r_hat"])
+
+
+def test_corrupted_version_is_refused(tiny, tmp_path: Path):
+    dataset, _, result = tiny
+    store = Registry(tmp_path / "registry")
+    version = store.save(result, dataset, save_posterior=False)
+    path = store.find(version) / "draws.npz"
+    path.write_bytes(path.read_bytes()[:-10] + b"0123456789")
+    with pytest.raises(RegistryError, match="content hash"):
+        store.load(version)
+
+
+def test_promotion_rules_and_rollback(tiny, tmp_path: Path):
+    dataset, _, result = tiny
+    store = Registry(tmp_path / "registry")
+    first = store.save(result, dataset, save_posterior=False)
+    with pytest.raises(RegistryError, match="failed the convergence gate"):
+        store.promote(first)
+    with pytest.raises(RegistryError, match="reason"):
+        store.promote(first, force=True)
+    assert store.active_id("tiny") is None
+    store.promote(first, force=True, reason="test of forced promotion")
+    assert store.active_id("tiny") == first
+    passing = FitResult(**{**result.__dict__, "gate": {**result.gate, "passed": True,
+                                                       "failures": []}})
+    second = store.save(passing, dataset, save_posterior=False)
+    store.promote(second)
+    assert store.active("tiny").id == second
+    assert store.rollback("tiny") == first
+    assert store.active_id("tiny") == first
+    events = [e["action"] for e in store.history("tiny")]
+    assert events == ["promote", "promote", "rollback"]
+    assert store.history("tiny")[0]["forced"] is True
+    approximate = FitResult(**{**passing.__dict__, "method": "advi"})
+    third = store.save(approximate, dataset, save_posterior=False)
+    with pytest.raises(RegistryError, match="approximate"):
+        store.promote(third, force=True, reason="no")
+    listed = store.versions("tiny")
+    assert [m["version"] for m in listed] == [first, second, third]
+    assert [m["active"] for m in listed] == [True, False, False]
+
+
+def test_cli_fit_writes_json_and_a_version(tmp_path: Path):
+    data = write_tiny(tmp_path / "data")
+    spec_path = tmp_path / "tiny.yaml"
+    spec_path.write_text(json.dumps({**TINY_SPEC, "data": {"kind": "directory",
+                                                           "path": str(data)}}))
+    out = tmp_path / "fit.json"
+    result = CliRunner().invoke(app, ["fit", str(spec_path), "--json", str(out), "--registry",
+                                      str(tmp_path / "reg"), "--draws", "100", "--promote"])
+    assert result.exit_code == 0, result.output
+    assert "convergence gate FAILED" in result.output
+    assert "no version was promoted" in result.output
+    summary = json.loads(out.read_text())
+    assert summary["parameters"]["gamma0"]["r_hat"] > 0
+    assert set(summary["totals"]) == {"expected", "recorded", "undiagnosed", "diagnosis_rate"}
+    listing = CliRunner().invoke(app, ["versions", "--registry", str(tmp_path / "reg")])
+    assert summary["version"] in listing.output and "gate FAILED" in listing.output
