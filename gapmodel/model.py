@@ -172,6 +172,8 @@ def _group_effect(attr: str, effect: GroupEffect, size: int) -> pt.TensorVariabl
     if size < 2:
         return pt.zeros(size)
     if effect.type == "free":
+        if effect.centered:
+            return pm.ZeroSumNormal(f"gamma_{attr}", sigma=sigma, dims=attr)
         return pm.Deterministic(f"gamma_{attr}",
                                 sigma * pm.ZeroSumNormal(f"z_{attr}", dims=attr), dims=attr)
     steps = pm.Normal(f"z_{attr}", 0.0, 1.0, shape=size - 1)
@@ -210,17 +212,23 @@ def area_graph(dataset: Dataset) -> Graph:
 
 
 def _bym2(sigma, spec: ModelSpec, dataset: Dataset) -> pt.TensorVariable:
-    """BYM2 over the adjacency edge list: ICAR by pairwise differences, per-component
-    scaling and soft sum-to-zero; isolated areas take the unstructured part only."""
+    """BYM2 (Riebler et al. 2016) on the adjacency graph, each connected component's ICAR
+    scaled on its own; isolated areas take the unstructured part only (variance sigma^2).
+
+    centred (data-rich areas): u itself is sampled with the BYM2 prior marginalised over
+    the structured part, evaluated in each component's Laplacian eigenbasis (dense, so for
+    components up to a few thousand areas); the covariance per unit sigma^2 is
+    (1 - rho) I + rho Q^+ / s. Non-centred (thin data): ICAR by pairwise differences with
+    a hard sum-to-zero constraint per component, mixed with unit normals.
+    """
     graph = area_graph(dataset)
     if not len(graph.edges):
         raise ValueError("a BYM2 area effect needs an adjacency table")
+    rho = pm.Beta("rho_bym2", 1.0, 1.0)
+    if spec.detection.area.centered:
+        return _bym2_marginal(sigma, rho, graph)
     scale = graph.scaling_factors()
     connected = ~graph.isolated
-    rho = pm.Beta("rho_bym2", 1.0, 1.0)
-    # ICAR: pairwise differences over the edge list, with a hard sum-to-zero constraint
-    # per connected component (a zero-sum transform of a flat vector); isolated areas
-    # have no structured part.
     phi = pt.zeros(graph.n)
     for label in np.flatnonzero(graph.sizes > 1):
         members = np.flatnonzero(graph.component == label)
@@ -232,10 +240,31 @@ def _bym2(sigma, spec: ModelSpec, dataset: Dataset) -> pt.TensorVariable:
     structured = phi / np.sqrt(np.nan_to_num(scale, nan=1.0))
     mean = pt.where(connected, sigma * pt.sqrt(rho) * structured, 0.0)
     sd = pt.where(connected, sigma * pt.sqrt(1 - rho), sigma)
-    if spec.detection.area.centered:
-        # data-rich areas: sample u itself given its structured mean
-        return pm.Normal("u", mean, sd, dims="area")
     return mean + sd * pm.Normal("z_u", 0.0, 1.0, dims="area")
+
+
+def _bym2_marginal(sigma, rho, graph: Graph) -> pt.TensorVariable:
+    """u ~ N(0, sigma^2 [(1 - rho) I + rho Q^+ / s]) per component, via eigenvectors."""
+    laplacian = graph.laplacian().toarray()
+    blocks, inv_eig, isolated = [], [], np.flatnonzero(graph.isolated)
+    for label in np.flatnonzero(graph.sizes > 1):
+        members = np.flatnonzero(graph.component == label)
+        values, vectors = np.linalg.eigh(laplacian[np.ix_(members, members)])
+        values[0] = np.inf  # the constant vector: no structured variance
+        scale = float(np.exp(np.mean(np.log(
+            (vectors[:, 1:] ** 2 / values[None, 1:]).sum(axis=1)))))
+        blocks.append((members, vectors))
+        inv_eig.append(1.0 / (scale * values))
+    u = pm.Flat("u", dims="area")
+    logp = 0.0
+    for (members, vectors), w in zip(blocks, inv_eig, strict=True):
+        z = pt.dot(vectors.T, u[members])
+        var = sigma**2 * ((1 - rho) + rho * w)
+        logp = logp + pt.sum(-0.5 * z**2 / var - 0.5 * pt.log(2 * np.pi * var))
+    if len(isolated):
+        logp = logp + pm.logp(pm.Normal.dist(0.0, sigma), u[isolated]).sum()
+    pm.Potential("bym2_prior", logp)
+    return u
 
 
 def _logit(p):

@@ -28,6 +28,8 @@ class GroupEffect(_Spec):
                          "(pooled) or the spread itself (not pooled)")
     pooled: bool = Field(True, description="estimate the spread (partial pooling); with few "
                          "levels a fixed spread samples far better")
+    centered: bool = Field(True, description="centred parametrisation (free effects): right "
+                           "when every level has plenty of data")
     order: list[str] | None = Field(None, description="level order for random walks")
 
 
