@@ -200,7 +200,10 @@ def _area_effect(spec: ModelSpec, data: ModelData, dataset: Dataset) -> pt.Tenso
             z = pm.Normal(f"z_{level}", 0.0, 1.0, shape=data.level_sizes[level])
             total = total + (s * z)[data.level_index[level]]
         return total
-    return _bym2(sigma, spec, dataset)
+    graph = area_graph(dataset)
+    if not len(graph.edges):
+        raise ValueError("a BYM2 area effect needs an adjacency table")
+    return bym2_effect(sigma, graph, centered=area.centered)
 
 
 def area_graph(dataset: Dataset) -> Graph:
@@ -211,7 +214,7 @@ def area_graph(dataset: Dataset) -> Graph:
     return Graph.from_edges(len(dataset.areas), edges)
 
 
-def _bym2(sigma, spec: ModelSpec, dataset: Dataset) -> pt.TensorVariable:
+def bym2_effect(sigma, graph: Graph, *, centered: bool) -> pt.TensorVariable:
     """BYM2 (Riebler et al. 2016) on the adjacency graph, each connected component's ICAR
     scaled on its own; isolated areas take the unstructured part only (variance sigma^2).
 
@@ -221,11 +224,8 @@ def _bym2(sigma, spec: ModelSpec, dataset: Dataset) -> pt.TensorVariable:
     (1 - rho) I + rho Q^+ / s. Non-centred (thin data): ICAR by pairwise differences with
     a hard sum-to-zero constraint per component, mixed with unit normals.
     """
-    graph = area_graph(dataset)
-    if not len(graph.edges):
-        raise ValueError("a BYM2 area effect needs an adjacency table")
     rho = pm.Beta("rho_bym2", 1.0, 1.0)
-    if spec.detection.area.centered:
+    if centered:
         return _bym2_marginal(sigma, rho, graph)
     scale = graph.scaling_factors()
     connected = ~graph.isolated
