@@ -23,7 +23,7 @@ from scipy.special import logit
 from gapmodel.data import Dataset
 from gapmodel.graph import Graph
 from gapmodel.likelihood import binomial_logpmf, interval_logp
-from gapmodel.spec import GroupEffect, ModelSpec, NormalPrior
+from gapmodel.spec import AreaEffect, GroupEffect, ModelSpec, NormalPrior
 
 #: Free parameters monitored by the convergence gate (those present in a given model).
 HYPERPARAMETERS = ("alpha", "log_rr", "beta_pi", "gamma0", "sigma_group", "beta_theta",
@@ -194,16 +194,42 @@ def _area_effect(spec: ModelSpec, data: ModelData, dataset: Dataset) -> pt.Tenso
             return pm.Normal("u", 0.0, sigma, dims="area")
         return sigma * pm.Normal("z_u", 0.0, 1.0, dims="area")
     if area.type == "nested":
-        total = sigma * pm.Normal("z_u", 0.0, 1.0, dims="area")
-        for level in area.levels:
-            s = pm.HalfNormal(f"sigma_level_{level}", area.sigma)
-            z = pm.Normal(f"z_{level}", 0.0, 1.0, shape=data.level_sizes[level])
-            total = total + (s * z)[data.level_index[level]]
-        return total
+        return _nested_effect(sigma, area, data, dataset.levels)
     graph = area_graph(dataset)
     if not len(graph.edges):
         raise ValueError("a BYM2 area effect needs an adjacency table")
     return bym2_effect(sigma, graph, centered=area.centered)
+
+
+def _nested_effect(sigma, area: AreaEffect, data: ModelData, hierarchy: tuple[str, ...]
+                   ) -> pt.TensorVariable:
+    """Area effect = sum of effects of the area and its chosen coarser levels.
+
+    Centred: each unit's effect is normal around its parent's (coarse to fine), right when
+    every area carries plenty of data; otherwise non-centred sums of scaled unit normals.
+    """
+    levels = [lvl for lvl in reversed(hierarchy) if lvl in area.levels]  # coarse to fine
+    if not area.centered:
+        total = sigma * pm.Normal("z_u", 0.0, 1.0, dims="area")
+        for level in levels:
+            s = pm.HalfNormal(f"sigma_level_{level}", area.sigma)
+            z = pm.Normal(f"z_{level}", 0.0, 1.0, shape=data.level_sizes[level])
+            total = total + (s * z)[data.level_index[level]]
+        return total
+    mean: pt.TensorVariable | float = 0.0
+    previous: tuple[str, pt.TensorVariable] | None = None
+    for level in levels:
+        index = data.level_index[level]
+        s = pm.HalfNormal(f"sigma_level_{level}", area.sigma)
+        parent_mean: pt.TensorVariable | float = 0.0
+        if previous is not None:
+            first = np.zeros(data.level_sizes[level], dtype=int)
+            first[index[::-1]] = np.arange(len(index))[::-1]  # an area of each unit
+            parent_mean = previous[1][data.level_index[previous[0]][first]]
+        effect = pm.Normal(f"v_{level}", parent_mean, s, shape=data.level_sizes[level])
+        previous = (level, effect)
+        mean = effect[index]
+    return pm.Normal("u", mean, sigma, dims="area")
 
 
 def area_graph(dataset: Dataset) -> Graph:

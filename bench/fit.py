@@ -1,0 +1,140 @@
+"""Benchmark fits: nutpie vs PyMC's default NUTS vs numpyro, side by side in one run.
+
+    .venv/bin/python bench/fit.py                      # synthetic default + England PCN
+    .venv/bin/python bench/fit.py --specs models/synthetic_icb.yaml --areas 100
+    .venv/bin/python bench/fit.py --samplers nutpie pymc --draws 500
+
+Each (spec, sampler) runs in its own process so that peak memory is its own. Prints one
+table: wall time end to end (build + compile + sampling), compile time where the sampler
+exposes it, min bulk ESS over the gate's hyperparameters (and which one), ESS per
+second of wall time, divergences and peak memory. numpyro needs `pip install -e
+".[bench]"` (JAX); it is skipped with a note when missing. Machines are noisy: compare
+rows of one run, not runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+DEFAULT_SPECS = ("models/synthetic_icb.yaml", "models/hypertension_england_pcn.yaml")
+
+
+def run_one(spec_path: str, sampler: str, draws: int, areas: int | None,
+            data_dir: str | None) -> dict:
+    """Fit once in this process and measure it."""
+    import arviz as az
+    import numpy as np
+    import pymc as pm
+
+    from gapmodel.fit import monitored
+    from gapmodel.model import build_model
+    from gapmodel.sources import load_spec_data
+    from gapmodel.spec import ModelSpec
+
+    spec = ModelSpec.from_yaml(ROOT / spec_path)
+    if areas is not None and spec.data.kind == "simulate":
+        spec = spec.model_copy(update={"data": spec.data.model_copy(update={"areas": areas})})
+    s = spec.sampler
+    dataset, _ = load_spec_data(spec, data_dir)
+    start = time.perf_counter()
+    model, _ = build_model(dataset, spec)
+    compile_s = float("nan")
+    if sampler == "nutpie":
+        import nutpie
+
+        t0 = time.perf_counter()
+        compiled = nutpie.compile_pymc_model(model)
+        compile_s = time.perf_counter() - t0
+        kwargs = {"adaptation": s.adaptation} if s.adaptation != "diag" else {}
+        idata = nutpie.sample(compiled, draws=draws, tune=draws, chains=s.chains,
+                              cores=min(s.chains, 2), seed=s.seed,
+                              target_accept=s.target_accept, progress_bar=False, **kwargs)
+    else:
+        if sampler == "pymc":
+            t0 = time.perf_counter()
+            model.logp_dlogp_function()
+            compile_s = time.perf_counter() - t0
+        with model:
+            idata = pm.sample(draws=draws, tune=draws, chains=s.chains,
+                              cores=min(s.chains, 2), nuts_sampler=sampler,
+                              target_accept=s.target_accept, random_seed=s.seed,
+                              progressbar=False, compute_convergence_checks=False)
+    wall = time.perf_counter() - start
+    names = monitored(idata)
+    ess = az.ess(idata.posterior.to_dataset()[names])
+    worst, min_ess = None, np.inf
+    for name in names:
+        value = float(np.min(ess[name].values))
+        if value < min_ess:
+            worst, min_ess = name, value
+    stats = idata.sample_stats
+    divergences = int(stats["diverging"].sum()) if "diverging" in stats else -1
+    return {"spec": spec.name, "sampler": sampler, "cells": len(dataset.cells),
+            "wall_s": wall, "compile_s": compile_s, "min_ess": min_ess, "worst": worst,
+            "ess_per_s": min_ess / wall, "divergences": divergences,
+            "peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--specs", nargs="+", default=list(DEFAULT_SPECS))
+    parser.add_argument("--samplers", nargs="+", default=["nutpie", "pymc", "numpyro"])
+    parser.add_argument("--draws", type=int, default=1000, help="tune and draws per chain")
+    parser.add_argument("--areas", type=int, default=None, help="resize simulated specs")
+    parser.add_argument("--data", default=os.environ.get("GAPMODEL_DATA_DIR",
+                                                         str(ROOT.parent / "shared" / "data")))
+    parser.add_argument("--one", action="store_true", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.one:
+        print(json.dumps(run_one(args.specs[0], args.samplers[0], args.draws, args.areas,
+                                 args.data)))
+        return
+    rows = []
+    for spec in args.specs:
+        for sampler in args.samplers:
+            if sampler == "numpyro" and not _has("numpyro"):
+                rows.append({"spec": Path(spec).stem, "sampler": sampler,
+                             "note": "numpyro not installed (pip install -e '.[bench]')"})
+                continue
+            cmd = [sys.executable, __file__, "--one", "--specs", spec, "--samplers", sampler,
+                   "--draws", str(args.draws), "--data", args.data]
+            if args.areas:
+                cmd += ["--areas", str(args.areas)]
+            done = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
+            if done.returncode:
+                tail = (done.stderr.strip().splitlines() or ["failed"])[-1]
+                rows.append({"spec": Path(spec).stem, "sampler": sampler, "note": tail[:70]})
+            else:
+                rows.append(json.loads(done.stdout.strip().splitlines()[-1]))
+            print("done:", _format(rows[-1]), flush=True)
+    print()
+    print(f"{'spec':28} {'sampler':8} {'cells':>7} {'wall s':>8} {'compile s':>9} "
+          f"{'min ESS':>8} {'ESS/s':>7} {'div':>4} {'peak MB':>8}  worst")
+    for row in rows:
+        print(_format(row))
+
+
+def _format(row: dict) -> str:
+    if "note" in row:
+        return f"{row['spec']:28} {row['sampler']:8} {row['note']}"
+    return (f"{row['spec']:28} {row['sampler']:8} {row['cells']:7d} {row['wall_s']:8.1f} "
+            f"{row['compile_s']:9.1f} {row['min_ess']:8.0f} {row['ess_per_s']:7.2f} "
+            f"{row['divergences']:4d} {row['peak_mb']:8.0f}  {row['worst']}")
+
+
+def _has(module: str) -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec(module) is not None
+
+
+if __name__ == "__main__":
+    main()
