@@ -183,53 +183,63 @@ def _group_effect(attr: str, effect: GroupEffect, size: int) -> pt.TensorVariabl
     return pm.Deterministic(f"gamma_{attr}", walk - walk.mean(), dims=attr)
 
 
-def _area_effect(spec: ModelSpec, data: ModelData, dataset: Dataset) -> pt.TensorVariable:
+def _area_effect(spec: ModelSpec, data: ModelData, dataset: Dataset, intercept,
+                 covariate_term) -> pt.TensorVariable:
+    """Area-level logit detection: intercept + covariate term + the area effect."""
     area = spec.detection.area
-    n = len(data.areas)
+    mean = intercept + covariate_term
     if area.type == "none":
-        return pt.zeros(n)
+        return mean
     sigma = pm.HalfNormal("sigma_u", area.sigma)
     if area.type == "iid":
         if area.centered:
-            return pm.Normal("u", 0.0, sigma, dims="area")
-        return sigma * pm.Normal("z_u", 0.0, 1.0, dims="area")
+            return pm.Normal("u", mean, sigma, dims="area")
+        return mean + sigma * pm.Normal("z_u", 0.0, 1.0, dims="area")
     if area.type == "nested":
-        return _nested_effect(sigma, area, data, dataset.levels)
+        if area.centered:
+            return _nested_centred(sigma, area, data, dataset.levels, intercept,
+                                   covariate_term)
+        return _nested_effect(sigma, area, data, dataset.levels, mean)
     graph = area_graph(dataset)
     if not len(graph.edges):
         raise ValueError("a BYM2 area effect needs an adjacency table")
-    return bym2_effect(sigma, graph, centered=area.centered)
+    return bym2_effect(sigma, graph, centered=area.centered, mean=mean,
+                       rho_prior=area.rho_prior)
 
 
-def _nested_effect(sigma, area: AreaEffect, data: ModelData, hierarchy: tuple[str, ...]
-                   ) -> pt.TensorVariable:
-    """Area effect = sum of effects of the area and its chosen coarser levels.
+def _nested_effect(sigma, area: AreaEffect, data: ModelData, hierarchy: tuple[str, ...],
+                   mean) -> pt.TensorVariable:
+    """Non-centred: mean + sums of scaled unit normals for the area and each level."""
+    total = mean + sigma * pm.Normal("z_u", 0.0, 1.0, dims="area")
+    for level in _coarse_to_fine(area, hierarchy):
+        s = pm.HalfNormal(f"sigma_level_{level}", area.sigma)
+        z = pm.Normal(f"z_{level}", 0.0, 1.0, shape=data.level_sizes[level])
+        total = total + (s * z)[data.level_index[level]]
+    return total
 
-    Centred: each unit's effect is normal around its parent's (coarse to fine), right when
-    every area carries plenty of data; otherwise non-centred sums of scaled unit normals.
-    """
-    levels = [lvl for lvl in reversed(hierarchy) if lvl in area.levels]  # coarse to fine
-    if not area.centered:
-        total = sigma * pm.Normal("z_u", 0.0, 1.0, dims="area")
-        for level in levels:
-            s = pm.HalfNormal(f"sigma_level_{level}", area.sigma)
-            z = pm.Normal(f"z_{level}", 0.0, 1.0, shape=data.level_sizes[level])
-            total = total + (s * z)[data.level_index[level]]
-        return total
-    mean: pt.TensorVariable | float = 0.0
+
+def _nested_centred(sigma, area: AreaEffect, data: ModelData, hierarchy: tuple[str, ...],
+                    intercept, covariate_term) -> pt.TensorVariable:
+    """Centred (hierarchical centring, right when every area has plenty of data): the
+    coarsest level is normal around the intercept, each finer unit around its parent, and
+    each area around its parent plus its covariate term."""
+    centre = intercept
     previous: tuple[str, pt.TensorVariable] | None = None
-    for level in levels:
+    for level in _coarse_to_fine(area, hierarchy):
         index = data.level_index[level]
         s = pm.HalfNormal(f"sigma_level_{level}", area.sigma)
-        parent_mean: pt.TensorVariable | float = 0.0
         if previous is not None:
             first = np.zeros(data.level_sizes[level], dtype=int)
             first[index[::-1]] = np.arange(len(index))[::-1]  # an area of each unit
-            parent_mean = previous[1][data.level_index[previous[0]][first]]
-        effect = pm.Normal(f"v_{level}", parent_mean, s, shape=data.level_sizes[level])
+            centre = previous[1][data.level_index[previous[0]][first]]
+        effect = pm.Normal(f"v_{level}", centre, s, shape=data.level_sizes[level])
         previous = (level, effect)
-        mean = effect[index]
-    return pm.Normal("u", mean, sigma, dims="area")
+    parent = previous[1][data.level_index[previous[0]]] if previous else intercept
+    return pm.Normal("u", parent + covariate_term, sigma, dims="area")
+
+
+def _coarse_to_fine(area: AreaEffect, hierarchy: tuple[str, ...]) -> list[str]:
+    return [lvl for lvl in reversed(hierarchy) if lvl in area.levels]
 
 
 def area_graph(dataset: Dataset) -> Graph:
@@ -240,7 +250,8 @@ def area_graph(dataset: Dataset) -> Graph:
     return Graph.from_edges(len(dataset.areas), edges)
 
 
-def bym2_effect(sigma, graph: Graph, *, centered: bool) -> pt.TensorVariable:
+def bym2_effect(sigma, graph: Graph, *, centered: bool, mean=0.0,
+                rho_prior: tuple[float, float] = (1.0, 1.0)) -> pt.TensorVariable:
     """BYM2 (Riebler et al. 2016) on the adjacency graph, each connected component's ICAR
     scaled on its own; isolated areas take the unstructured part only (variance sigma^2).
 
@@ -250,9 +261,9 @@ def bym2_effect(sigma, graph: Graph, *, centered: bool) -> pt.TensorVariable:
     (1 - rho) I + rho Q^+ / s. Non-centred (thin data): ICAR by pairwise differences with
     a hard sum-to-zero constraint per component, mixed with unit normals.
     """
-    rho = pm.Beta("rho_bym2", 1.0, 1.0)
+    rho = pm.Beta("rho_bym2", *rho_prior)
     if centered:
-        return _bym2_marginal(sigma, rho, graph)
+        return _bym2_marginal(sigma, rho, graph, mean)
     scale = graph.scaling_factors()
     connected = ~graph.isolated
     phi = pt.zeros(graph.n)
@@ -264,33 +275,34 @@ def bym2_effect(sigma, graph: Graph, *, centered: bool) -> pt.TensorVariable:
     i, j = graph.edges[:, 0], graph.edges[:, 1]
     pm.Potential("icar", -0.5 * pt.sum((phi[i] - phi[j]) ** 2))
     structured = phi / np.sqrt(np.nan_to_num(scale, nan=1.0))
-    mean = pt.where(connected, sigma * pt.sqrt(rho) * structured, 0.0)
+    shift = pt.where(connected, sigma * pt.sqrt(rho) * structured, 0.0)
     sd = pt.where(connected, sigma * pt.sqrt(1 - rho), sigma)
-    return mean + sd * pm.Normal("z_u", 0.0, 1.0, dims="area")
+    return mean + shift + sd * pm.Normal("z_u", 0.0, 1.0, dims="area")
 
 
-def _bym2_marginal(sigma, rho, graph: Graph) -> pt.TensorVariable:
-    """u ~ N(0, sigma^2 [(1 - rho) I + rho Q^+ / s]) per component, via eigenvectors."""
+def _bym2_marginal(sigma, rho, graph: Graph, mean=0.0) -> pt.TensorVariable:
+    """u ~ N(mean, sigma^2 [(1 - rho) I + rho Q^+ / s]) per component, sampled in the
+    component's Laplacian eigenbasis: the non-constant directions centred (the data pin
+    them), the constant direction (variance sigma^2 (1 - rho), which vanishes as rho -> 1)
+    non-centred so that no funnel forms. Isolated areas: N(mean, sigma^2)."""
     laplacian = graph.laplacian().toarray()
-    blocks, inv_eig, isolated = [], [], np.flatnonzero(graph.isolated)
+    mean = pt.as_tensor(mean) + pt.zeros(graph.n)
+    u = mean
     for label in np.flatnonzero(graph.sizes > 1):
         members = np.flatnonzero(graph.component == label)
         values, vectors = np.linalg.eigh(laplacian[np.ix_(members, members)])
-        values[0] = np.inf  # the constant vector: no structured variance
-        scale = float(np.exp(np.mean(np.log(
-            (vectors[:, 1:] ** 2 / values[None, 1:]).sum(axis=1)))))
-        blocks.append((members, vectors))
-        inv_eig.append(1.0 / (scale * values))
-    u = pm.Flat("u", dims="area")
-    logp = 0.0
-    for (members, vectors), w in zip(blocks, inv_eig, strict=True):
-        z = pt.dot(vectors.T, u[members])
-        var = sigma**2 * ((1 - rho) + rho * w)
-        logp = logp + pt.sum(-0.5 * z**2 / var - 0.5 * pt.log(2 * np.pi * var))
+        values, vectors = values[1:], vectors  # values[0] ~ 0: the constant vector
+        scale = float(np.exp(np.mean(np.log((vectors[:, 1:] ** 2 / values).sum(axis=1)))))
+        sd = sigma * pt.sqrt((1 - rho) + rho / (scale * values))
+        w = pm.Normal(f"w_u{label}", 0.0, sd, shape=len(values))
+        c = pm.Normal(f"c_u{label}", 0.0, 1.0)
+        deviation = pt.dot(vectors[:, 1:], w) + vectors[:, 0] * sigma * pt.sqrt(1 - rho) * c
+        u = pt.set_subtensor(u[members], mean[members] + deviation)
+    isolated = np.flatnonzero(graph.isolated)
     if len(isolated):
-        logp = logp + pm.logp(pm.Normal.dist(0.0, sigma), u[isolated]).sum()
-    pm.Potential("bym2_prior", logp)
-    return u
+        u = pt.set_subtensor(u[isolated], pm.Normal("u_isolated", mean[isolated], sigma,
+                                                    shape=len(isolated)))
+    return pm.Deterministic("u", u, dims="area")
 
 
 def _logit(p):
@@ -364,18 +376,21 @@ def build_model(dataset: Dataset, spec: ModelSpec) -> tuple[pm.Model, ModelData]
             eps = spec.prevalence.sigma_eps * pm.Normal("z_eps", 0.0, 1.0, dims="area")
             logit_pi = logit_pi + eps[data.cell_area]
         # detection
+        # Area-level detection: intercept + covariates + area effect. With a centred area
+        # effect the intercept and covariates are its mean (hierarchical centring), which
+        # removes the ridge between them and the data-pinned area effects.
         gamma0 = _normal("gamma0", spec.detection.intercept)
-        logit_theta = gamma0 + pt.zeros(data.n_cells)
-        for attr, effect in spec.detection.groups.items():
-            gamma = _group_effect(attr, effect, len(data.group_levels[attr]))
-            logit_theta = logit_theta + gamma[data.cell_group[attr]]
+        covariate_term = pt.zeros(len(data.areas))
         if data.x_theta.shape[1]:
             priors = list(spec.detection.covariates.values())
             beta_theta = pm.Normal("beta_theta", [p.mu for p in priors],
                                    [p.sigma for p in priors], dims="cov_theta")
-            logit_theta = logit_theta + (data.x_theta @ beta_theta)[data.cell_area]
-        u = _area_effect(spec, data, dataset)
-        logit_theta = logit_theta + u[data.cell_area]
+            covariate_term = data.x_theta @ beta_theta
+        area_logit = _area_effect(spec, data, dataset, gamma0, covariate_term)
+        logit_theta = area_logit[data.cell_area]
+        for attr, effect in spec.detection.groups.items():
+            gamma = _group_effect(attr, effect, len(data.group_levels[attr]))
+            logit_theta = logit_theta + gamma[data.cell_group[attr]]
         pi = pm.math.sigmoid(logit_pi)
         theta = pm.math.sigmoid(logit_theta)
         pm.Deterministic("pi", pi)

@@ -41,6 +41,8 @@ class AreaEffect(_Spec):
     levels: list[str] = Field(default_factory=list, description="for nested: coarser levels "
                               "added to the base area's own effect")
     centered: bool = False
+    rho_prior: tuple[float, float] = Field((1.0, 1.0), description="Beta prior of the BYM2 "
+                                           "mixing parameter")
 
 
 class Prevalence(_Spec):
