@@ -166,6 +166,20 @@ def _normal(name: str, prior: NormalPrior, **kwargs) -> pt.TensorVariable:
     return pm.Normal(name, prior.mu, prior.sigma, **kwargs)
 
 
+def _coefficients(name: str, priors: list[NormalPrior], dim: str) -> pt.TensorVariable:
+    """Covariate coefficients: Normal priors, or fixed values where a prior's sigma is 0
+    (a sensitivity choice, e.g. a published effect on true prevalence)."""
+    mu = np.array([p.mu for p in priors])
+    sigma = np.array([p.sigma for p in priors])
+    if (sigma > 0).all():
+        return pm.Normal(name, mu, sigma, dims=dim)
+    if (sigma == 0).all():
+        return pt.as_tensor(mu)
+    free = np.flatnonzero(sigma > 0)
+    values = pm.Normal(name, mu[free], sigma[free])
+    return pt.set_subtensor(pt.as_tensor(mu)[free], values)
+
+
 def _group_effect(attr: str, effect: GroupEffect, size: int) -> pt.TensorVariable:
     sigma = pm.HalfNormal(f"sigma_group_{attr}", effect.sigma) if effect.pooled \
         else effect.sigma
@@ -368,10 +382,8 @@ def build_model(dataset: Dataset, spec: ModelSpec) -> tuple[pm.Model, ModelData]
             logit_pi = logit_pi + pt.where(has, log_rr[np.maximum(data.cell_offset_group, 0)],
                                            0.0)
         if data.x_pi.shape[1]:
-            priors = list(spec.prevalence.covariates.values())
-            beta_pi = pm.Normal("beta_pi", [p.mu for p in priors], [p.sigma for p in priors],
-                                dims="cov_pi")
-            logit_pi = logit_pi + (data.x_pi @ beta_pi)[data.cell_area]
+            logit_pi = logit_pi + (data.x_pi @ _coefficients(
+                "beta_pi", list(spec.prevalence.covariates.values()), "cov_pi"))[data.cell_area]
         if spec.prevalence.sigma_eps > 0:
             eps = spec.prevalence.sigma_eps * pm.Normal("z_eps", 0.0, 1.0, dims="area")
             logit_pi = logit_pi + eps[data.cell_area]
@@ -382,10 +394,8 @@ def build_model(dataset: Dataset, spec: ModelSpec) -> tuple[pm.Model, ModelData]
         gamma0 = _normal("gamma0", spec.detection.intercept)
         covariate_term = pt.zeros(len(data.areas))
         if data.x_theta.shape[1]:
-            priors = list(spec.detection.covariates.values())
-            beta_theta = pm.Normal("beta_theta", [p.mu for p in priors],
-                                   [p.sigma for p in priors], dims="cov_theta")
-            covariate_term = data.x_theta @ beta_theta
+            covariate_term = data.x_theta @ _coefficients(
+                "beta_theta", list(spec.detection.covariates.values()), "cov_theta")
         area_logit = _area_effect(spec, data, dataset, gamma0, covariate_term)
         logit_theta = area_logit[data.cell_area]
         for attr, effect in spec.detection.groups.items():
