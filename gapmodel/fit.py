@@ -127,12 +127,25 @@ def diagnose(idata: xr.DataTree, total_gap: np.ndarray, spec: ModelSpec
     return table, verdict
 
 
-def cell_probabilities(model: pm.Model, posterior: xr.Dataset) -> tuple[np.ndarray, ...]:
-    """pi, theta (draw x cell) and rho (draw x area or None) for the given draws."""
+def cell_probabilities(model: pm.Model, data: ModelData, posterior: xr.Dataset,
+                       rng: np.random.Generator
+                       ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """pi, theta (draw x cell) and rho (draw x area or None) for the given draws.
+
+    Where the area effects were integrated out (Laplace), each draw's u is drawn from its
+    approximate conditional posterior N(u*, u_sd^2) and theta is shifted accordingly.
+    """
     names = ["pi", "theta"] + (["rho"] if "rho" in model.named_vars else [])
-    out = pm.compute_deterministics(posterior, var_names=names, model=model, progressbar=False)
-    values = [out[n].values.reshape(-1, out[n].shape[-1]) for n in names]
-    return values[0], values[1], (values[2] if len(values) > 2 else None)
+    collapsed = "u_sd" in model.named_vars
+    out = pm.compute_deterministics(posterior, var_names=names + ["u_sd"] * collapsed,
+                                    model=model, progressbar=False)
+    flat = {n: out[n].values.reshape(-1, out[n].shape[-1]) for n in out.data_vars}
+    theta = flat["theta"]
+    if collapsed:
+        shift = (rng.standard_normal(flat["u_sd"].shape) * flat["u_sd"])[:, data.cell_area]
+        logit_theta = np.log(theta) - np.log1p(-theta) + shift
+        theta = 1.0 / (1.0 + np.exp(-logit_theta))
+    return flat["pi"], theta, flat.get("rho")
 
 
 def derive(data: ModelData, pi: np.ndarray, theta: np.ndarray, rho: np.ndarray | None,
@@ -210,7 +223,7 @@ def _derive_all(model: pm.Model, data: ModelData, posterior: xr.Dataset, keep: i
     for c in range(chains):
         for start in range(0, n_draws, chunk):
             piece = posterior.isel(chain=[c], draw=slice(start, start + chunk))
-            cells = derive(data, *cell_probabilities(model, piece), rng=rng)
+            cells = derive(data, *cell_probabilities(model, data, piece, rng), rng=rng)
             total[c, start:start + cells.n_draws] = cells.undiagnosed.sum(axis=1,
                                                                          dtype=np.float64)
             rows = [i for i in range(cells.n_draws) if c * n_draws + start + i in flat_keep]

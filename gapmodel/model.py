@@ -140,6 +140,11 @@ def prepare(dataset: Dataset, spec: ModelSpec) -> ModelData:
 
     level_index, level_sizes = {}, {}
     area_spec = spec.detection.area
+    if area_spec.collapse:
+        spread = pd.Series(cell_area[pair_cell]).groupby(pair_obs).nunique()
+        if (spread > 1).any():
+            raise ValueError(f"detection.area.collapse needs each register count within one "
+                             f"area; {int((spread > 1).sum())} counts span several areas")
     if area_spec.type == "nested":
         for level in area_spec.levels:
             if level not in dataset.areas.columns:
@@ -237,6 +242,13 @@ def _nested_centred(sigma, area: AreaEffect, data: ModelData, hierarchy: tuple[s
     """Centred (hierarchical centring, right when every area has plenty of data): the
     coarsest level is normal around the intercept, each finer unit around its parent, and
     each area around its parent plus its covariate term."""
+    parent = _nested_levels(area, data, hierarchy, intercept)
+    return pm.Normal("u", parent + covariate_term, sigma, dims="area")
+
+
+def _nested_levels(area: AreaEffect, data: ModelData, hierarchy: tuple[str, ...],
+                   intercept) -> pt.TensorVariable:
+    """Centred level effects, coarse to fine; returns each area's parent effect."""
     centre = intercept
     previous: tuple[str, pt.TensorVariable] | None = None
     for level in _coarse_to_fine(area, hierarchy):
@@ -248,8 +260,9 @@ def _nested_centred(sigma, area: AreaEffect, data: ModelData, hierarchy: tuple[s
             centre = previous[1][data.level_index[previous[0]][first]]
         effect = pm.Normal(f"v_{level}", centre, s, shape=data.level_sizes[level])
         previous = (level, effect)
-    parent = previous[1][data.level_index[previous[0]]] if previous else intercept
-    return pm.Normal("u", parent + covariate_term, sigma, dims="area")
+    if previous is None:
+        return intercept + pt.zeros(len(data.areas))
+    return previous[1][data.level_index[previous[0]]]
 
 
 def _coarse_to_fine(area: AreaEffect, hierarchy: tuple[str, ...]) -> list[str]:
@@ -396,13 +409,31 @@ def build_model(dataset: Dataset, spec: ModelSpec) -> tuple[pm.Model, ModelData]
         if data.x_theta.shape[1]:
             covariate_term = data.x_theta @ _coefficients(
                 "beta_theta", list(spec.detection.covariates.values()), "cov_theta")
-        area_logit = _area_effect(spec, data, dataset, gamma0, covariate_term)
-        logit_theta = area_logit[data.cell_area]
+        group_term = pt.zeros(data.n_cells)
         for attr, effect in spec.detection.groups.items():
             gamma = _group_effect(attr, effect, len(data.group_levels[attr]))
-            logit_theta = logit_theta + gamma[data.cell_group[attr]]
+            group_term = group_term + gamma[data.cell_group[attr]]
         pi = pm.math.sigmoid(logit_pi)
-        theta = pm.math.sigmoid(logit_theta)
+        weight = _completeness_weights(spec, data)
+        concentration = None
+        if spec.likelihood.family == "beta_binomial":
+            concentration = pt.exp(_normal("log_concentration", spec.likelihood.concentration))
+
+        def register_loglik(area_logit):
+            theta = pm.math.sigmoid(area_logit[data.cell_area] + group_term)
+            recorded = data.population * pi * theta
+            mu = pt.inc_subtensor(pt.zeros(len(data.obs_lo))[data.pair_obs],
+                                  recorded[data.pair_cell] * weight)
+            return _register_loglik(data, mu, concentration)
+
+        if spec.detection.area.collapse:
+            mean, sigma = _area_prior(spec, data, dataset, gamma0, covariate_term)
+            start = _recorded_rate_root(data, pi, group_term)
+            area_logit = laplace_collapse(register_loglik, mean, sigma, start)
+        else:
+            area_logit = _area_effect(spec, data, dataset, gamma0, covariate_term)
+            pm.Potential("register", register_loglik(area_logit))
+        theta = pm.math.sigmoid(area_logit[data.cell_area] + group_term)
         pm.Deterministic("pi", pi)
         pm.Deterministic("theta", theta)
         # Evidence describes the population of each reference stratum: prevalence is the
@@ -414,35 +445,96 @@ def build_model(dataset: Dataset, spec: ModelSpec) -> tuple[pm.Model, ModelData]
         found_ref = pt.inc_subtensor(pt.zeros(n_ref)[data.cell_ref], cases * theta)
         _reference_evidence(data, _logit(cases_ref / np.maximum(pop_ref, 1.0)),
                             _logit(found_ref / pt.maximum(cases_ref, 1e-9)), spec)
-        # registers
-        weight = pt.ones(len(data.pair_obs))
-        if data.uses_completeness:
-            assert spec.missing is not None
-            mu_rho = _normal("mu_rho", spec.missing.mean)
-            sigma_rho = pm.HalfNormal("sigma_rho", spec.missing.sigma)
-            # centred: every area has many observations informing its completeness
-            logit_rho = pm.Normal("logit_rho", mu_rho, sigma_rho, dims="area")
-            rho = pm.Deterministic("rho", pm.math.sigmoid(logit_rho), dims="area")
-            rho_pair = rho[data.cell_area[data.pair_cell]]
-            weight = pt.switch(pt.eq(data.pair_kind, 1), rho_pair,
-                               pt.switch(pt.eq(data.pair_kind, 2), 1 - rho_pair, 1.0))
-        recorded = data.population * pi * theta
-        mu = pt.inc_subtensor(pt.zeros(len(data.obs_lo))[data.pair_obs],
-                              recorded[data.pair_cell] * weight)
-        _register_likelihood(data, mu, spec)
     return model, data
 
 
-def _register_likelihood(data: ModelData, mu, spec: ModelSpec) -> None:
+def _completeness_weights(spec: ModelSpec, data: ModelData) -> pt.TensorVariable:
+    """Per (observation, cell) pair: 1, rho_a (attribute recorded) or 1 - rho_a (not)."""
+    if not data.uses_completeness:
+        return pt.ones(len(data.pair_obs))
+    assert spec.missing is not None
+    mu_rho = _normal("mu_rho", spec.missing.mean)
+    sigma_rho = pm.HalfNormal("sigma_rho", spec.missing.sigma)
+    # centred: every area has many observations informing its completeness
+    logit_rho = pm.Normal("logit_rho", mu_rho, sigma_rho, dims="area")
+    rho = pm.Deterministic("rho", pm.math.sigmoid(logit_rho), dims="area")
+    rho_pair = rho[data.cell_area[data.pair_cell]]
+    return pt.switch(pt.eq(data.pair_kind, 1), rho_pair,
+                     pt.switch(pt.eq(data.pair_kind, 2), 1 - rho_pair, 1.0))
+
+
+def _area_prior(spec: ModelSpec, data: ModelData, dataset: Dataset, intercept,
+                covariate_term) -> tuple[pt.TensorVariable, pt.TensorVariable]:
+    """Mean and sd of independent normal area effects (iid or nested, centred)."""
+    area = spec.detection.area
+    sigma = pm.HalfNormal("sigma_u", area.sigma)
+    if area.type == "iid":
+        return intercept + covariate_term, sigma
+    parent = _nested_levels(area, data, dataset.levels, intercept)
+    return parent + covariate_term, sigma
+
+
+def _recorded_rate_root(data: ModelData, pi, group_term, steps: int = 4
+                        ) -> pt.TensorVariable:
+    """Per area, the u that makes the expected recorded total equal the registers' total
+    (midpoints of censored counts): Newton steps on the logit scale, where the equation is
+    nearly linear. A starting point for the Laplace modes."""
+    n_areas = len(data.areas)
+    population = np.bincount(data.cell_area, weights=data.population, minlength=n_areas)
+    obs_area = np.zeros(len(data.obs_lo), dtype=int)
+    obs_area[data.pair_obs] = data.cell_area[data.pair_cell]
+    counted = np.zeros(len(data.obs_lo), dtype=bool)
+    counted[data.pair_obs] = True
+    total = np.bincount(obs_area[counted], minlength=n_areas,
+                        weights=((data.obs_lo + data.obs_hi) / 2.0)[counted])
+    target = np.clip(total / np.maximum(population, 1.0), 1e-6, 1 - 1e-6)
+    cases = data.population * pi
+
+    def by_area(values):
+        return pt.inc_subtensor(pt.zeros(n_areas)[data.cell_area], values) / \
+            np.maximum(population, 1.0)
+
+    share = pt.clip(by_area(cases), 1e-9, 1.0)
+    centre = by_area(cases * group_term) / share
+    u = _logit(pt.clip(target / share, 1e-6, 1 - 1e-6)) - centre
+    for _ in range(steps):
+        sig = pm.math.sigmoid(u[data.cell_area] + group_term)
+        rate = pt.clip(by_area(cases * sig), 1e-9, 1 - 1e-9)
+        slope = by_area(cases * sig * (1 - sig)) / (rate * (1 - rate))
+        u = u - pt.clip((_logit(rate) - _logit(target)) / pt.maximum(slope, 1e-9), -1.0, 1.0)
+    return u
+
+
+def laplace_collapse(loglik, mean, sigma, start, steps: int = 6) -> pt.TensorVariable:
+    """Integrate independent area effects u_a ~ N(mean_a, sigma^2) out of a likelihood that
+    is separable by area, with a Laplace approximation per area: Newton steps from `start`
+    (at most 1 on the logit scale each) to each mode u*, then
+    log L(u*) + log N(u* | mean, sigma) + 0.5 log(2 pi / H), H the negative curvature.
+    Adds it as a potential and returns the modes; `u_sd` = H^-1/2 is kept for drawing u."""
+    precision = 1.0 / sigma**2
+    # an area with a zero (or impossible) count has its root far out: start near the prior
+    u = pt.clip(start, mean - 4.0, mean + 4.0)
+    for _ in range(steps):
+        value = loglik(u)
+        grad = pt.grad(value, u)
+        curvature = pt.grad(pt.sum(grad), u) - precision
+        curvature = pt.minimum(curvature, -precision)
+        step = (grad - (u - mean) * precision) / curvature
+        u = u - pt.clip(step, -1.0, 1.0)  # a trust region: far from the mode, go slowly
+    value = loglik(u)
+    curvature = pt.minimum(pt.grad(pt.sum(pt.grad(value, u)), u) - precision, -precision)
+    prior = pm.logp(pm.Normal.dist(mean, sigma), u)
+    pm.Potential("register", value + pt.sum(prior + 0.5 * pt.log(2 * np.pi / -curvature)))
+    pm.Deterministic("u_sd", 1.0 / pt.sqrt(-curvature), dims="area")
+    return pm.Deterministic("u", u, dims="area")
+
+
+def _register_loglik(data: ModelData, mu, concentration) -> pt.TensorVariable:
+    """Total log-likelihood of the register observations given their expected counts."""
     n_obs = data.obs_population
     live = n_obs > 0
     p = pt.clip(mu[live] / n_obs[live], 1e-12, 1 - 1e-9)
     lo, hi, n = data.obs_lo[live], data.obs_hi[live], n_obs[live]
-    concentration = None
-    if spec.likelihood.family == "beta_binomial":
-        concentration = pt.exp(_normal("log_concentration", spec.likelihood.concentration))
-    exact = lo == hi
-    if exact.all() and concentration is None:
-        pm.Potential("register", pt.sum(binomial_logpmf(lo.astype(float), n, p)))
-        return
-    pm.Potential("register", pt.sum(interval_logp(lo, hi, n, p, concentration)))
+    if (lo == hi).all() and concentration is None:
+        return pt.sum(binomial_logpmf(lo.astype(float), n, p))
+    return pt.sum(interval_logp(lo, hi, n, p, concentration))

@@ -43,6 +43,9 @@ class AreaEffect(_Spec):
     centered: bool = False
     rho_prior: tuple[float, float] = Field((1.0, 1.0), description="Beta prior of the BYM2 "
                                            "mixing parameter")
+    collapse: bool = Field(False, description="integrate the area effects out with a Laplace "
+                           "approximation per area (iid or nested; each register count within "
+                           "one area); right when every area has thousands of people")
 
 
 class Prevalence(_Spec):
@@ -137,6 +140,8 @@ class ModelSpec(_Spec):
         area = self.detection.area
         if area.type == "nested" and not area.levels:
             raise ValueError("detection.area: nested effects need 'levels'")
+        if area.collapse and area.type not in ("iid", "nested"):
+            raise ValueError("detection.area: collapse works for iid or nested effects")
         return self
 
     @classmethod
