@@ -171,6 +171,32 @@ def _normal(name: str, prior: NormalPrior, **kwargs) -> pt.TensorVariable:
     return pm.Normal(name, prior.mu, prior.sigma, **kwargs)
 
 
+def _sheared_intercept(prior: NormalPrior, alpha, data: ModelData) -> pt.TensorVariable:
+    """The detection intercept, sampled along the ridge that registers leave open.
+
+    Registers pin pi * theta, so when prevalence rises (alpha up, within the evidence's
+    uncertainty) detection must fall: d logit theta ~ -(1 - pi) / (1 - theta) d logit pi.
+    Sampling gamma0 directly makes that ridge a long diagonal for the sampler. Here the
+    free coordinate is gamma0 + sum_k w_k lambda_k (alpha_k - m_k) (w: expected share of
+    the recorded in reference stratum k, lambda_k the slope above at the evidence's rates),
+    a shear with unit Jacobian; the prior stays exactly on gamma0 itself.
+    """
+    if prior.sigma == 0:
+        return pt.as_tensor(prior.mu)
+    centre = reference_prior_centre(data)
+    rate = 1.0 / (1.0 + np.exp(-centre))
+    expected = np.bincount(data.cell_ref, weights=data.population,
+                           minlength=len(centre)) * rate
+    recorded = float(((data.obs_lo + data.obs_hi) / 2.0).sum())
+    detection = np.clip(recorded / max(expected.sum(), 1.0), 0.05, 0.95)
+    slope = (1.0 - rate) / (1.0 - detection)
+    weight = expected / expected.sum()
+    free = pm.Flat("gamma0_sheared")
+    gamma0 = pm.Deterministic("gamma0", free - pt.sum(weight * slope * (alpha - centre)))
+    pm.Potential("gamma0_prior", pm.logp(pm.Normal.dist(prior.mu, prior.sigma), gamma0))
+    return gamma0
+
+
 def _coefficients(name: str, priors: list[NormalPrior], dim: str) -> pt.TensorVariable:
     """Covariate coefficients: Normal priors, or fixed values where a prior's sigma is 0
     (a sensitivity choice, e.g. a published effect on true prevalence)."""
@@ -247,8 +273,10 @@ def _nested_centred(sigma, area: AreaEffect, data: ModelData, hierarchy: tuple[s
 
 
 def _nested_levels(area: AreaEffect, data: ModelData, hierarchy: tuple[str, ...],
-                   intercept) -> pt.TensorVariable:
-    """Centred level effects, coarse to fine; returns each area's parent effect."""
+                   intercept, centered: bool = True) -> pt.TensorVariable:
+    """Level effects, coarse to fine, each around its parent (the coarsest around the
+    intercept); returns each area's parent effect. Non-centred, the units move with their
+    parent, so a shift of the intercept needs no move of theirs."""
     centre = intercept
     previous: tuple[str, pt.TensorVariable] | None = None
     for level in _coarse_to_fine(area, hierarchy):
@@ -258,7 +286,11 @@ def _nested_levels(area: AreaEffect, data: ModelData, hierarchy: tuple[str, ...]
             first = np.zeros(data.level_sizes[level], dtype=int)
             first[index[::-1]] = np.arange(len(index))[::-1]  # an area of each unit
             centre = previous[1][data.level_index[previous[0]][first]]
-        effect = pm.Normal(f"v_{level}", centre, s, shape=data.level_sizes[level])
+        if centered:
+            effect = pm.Normal(f"v_{level}", centre, s, shape=data.level_sizes[level])
+        else:
+            z = pm.Normal(f"z_{level}", 0.0, 1.0, shape=data.level_sizes[level])
+            effect = pm.Deterministic(f"v_{level}", centre + s * z)
         previous = (level, effect)
     if previous is None:
         return intercept + pt.zeros(len(data.areas))
@@ -404,7 +436,7 @@ def build_model(dataset: Dataset, spec: ModelSpec) -> tuple[pm.Model, ModelData]
         # Area-level detection: intercept + covariates + area effect. With a centred area
         # effect the intercept and covariates are its mean (hierarchical centring), which
         # removes the ridge between them and the data-pinned area effects.
-        gamma0 = _normal("gamma0", spec.detection.intercept)
+        gamma0 = _sheared_intercept(spec.detection.intercept, alpha, data)
         covariate_term = pt.zeros(len(data.areas))
         if data.x_theta.shape[1]:
             covariate_term = data.x_theta @ _coefficients(
@@ -470,7 +502,7 @@ def _area_prior(spec: ModelSpec, data: ModelData, dataset: Dataset, intercept,
     sigma = pm.HalfNormal("sigma_u", area.sigma)
     if area.type == "iid":
         return intercept + covariate_term, sigma
-    parent = _nested_levels(area, data, dataset.levels, intercept)
+    parent = _nested_levels(area, data, dataset.levels, intercept, centered=area.centered)
     return parent + covariate_term, sigma
 
 
