@@ -102,14 +102,14 @@ def diagnose(idata: xr.DataTree, total_gap: np.ndarray, spec: ModelSpec
     stats = idata.sample_stats
     divergences = int(stats["diverging"].sum()) if "diverging" in stats else 0
     bfmi = np.atleast_1d(az.bfmi(stats["energy"].to_numpy())) if "energy" in stats \
-        else np.array([np.nan])
+        else np.array([np.nan])  # approximate fits have no sampler statistics
     gate = spec.gate
     checks = {
         "rhat": float(table["r_hat"].max()),
         "ess_bulk": float(table["ess_bulk"].min()),
         "ess_tail": float(table["ess_tail"].min()),
         "divergences": divergences,
-        "ebfmi": float(np.nanmin(bfmi)),
+        "ebfmi": float(np.nanmin(bfmi)) if np.isfinite(bfmi).any() else float("nan"),
     }
     failures = []
     if not checks["rhat"] <= gate.rhat:

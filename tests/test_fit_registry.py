@@ -143,3 +143,17 @@ def test_cli_fit_writes_json_and_a_version(tmp_path: Path):
     assert set(summary["totals"]) == {"expected", "recorded", "undiagnosed", "diagnosis_rate"}
     listing = CliRunner().invoke(app, ["versions", "--registry", str(tmp_path / "reg")])
     assert summary["version"] in listing.output and "gate FAILED" in listing.output
+
+
+def test_approximate_fit_is_labelled_and_never_promotable(tiny, tmp_path: Path):
+    dataset, spec, _ = tiny
+    result = fit(dataset, spec, progress=False, method="advi")
+    assert result.method == "advi" and not result.passed
+    assert result.gate["failures"] == [
+        "approximate fit (ADVI): exploration only, never promotable"]
+    assert result.draws.undiagnosed.shape[1] == len(dataset.cells)
+    store = Registry(tmp_path / "registry")
+    version = store.save(result, dataset, save_posterior=False)
+    assert store.load(version).meta["method"] == "advi"
+    with pytest.raises(RegistryError, match="approximate"):
+        store.promote(version, force=True, reason="exploration")
