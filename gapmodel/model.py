@@ -1,12 +1,16 @@
 """Dataset + ModelSpec -> PyMC model of true prevalence and detection (MODEL.md).
 
-    logit pi_c    = alpha_k(s) + offset_s + beta_pi . X_a + eps_a
-    logit theta_c = gamma_0 + sum_attr gamma_attr[s] + beta_theta . X_a + u_a
+    logit pi_c    = alpha_k(s) + offset_s + beta_pi . X_a + sigma_eps eps_a
+    logit theta_c = u_a + sum_attr gamma_attr[s],   u_a ~ area effect around
+                    gamma_0 + beta_theta . X_a
     R_o ~ (Beta-)Binomial(N_o, sum_{c in o} N_c pi_c theta_c w_oc / N_o), interval-censored
 
 `w_oc` is 1, or the area's recording completeness rho (observations with the attribute
-recorded) or 1 - rho ("not stated" observations). Random effects are non-centred, group
-effects sum to zero, covariates are standardised over populated areas.
+recorded) or 1 - rho ("not stated" observations). Group effects sum to zero; covariates
+are standardised over populated areas. Parametrisation follows the data's density: area
+effects centred (hierarchical centring, BYM2 in the Laplacian eigenbasis, or integrated
+out per area) where areas hold many people, non-centred otherwise; docs/model.md gives the
+measurements behind each choice.
 """
 
 from __future__ import annotations
