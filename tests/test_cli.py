@@ -1,0 +1,72 @@
+"""The command line: simulate -> validate -> load, refusals with exit codes, England build."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from conftest import shared_data_dir
+from typer.testing import CliRunner
+
+from gapmodel.cli import app
+from gapmodel.data import load_dataset
+from gapmodel.simulate import load_truth
+
+runner = CliRunner()
+
+
+def test_simulate_validate_load_round_trip(tmp_path: Path):
+    out = tmp_path / "scenario"
+    result = runner.invoke(app, ["simulate", "--areas", "20", "--seed", "4", "--out", str(out),
+                                 "--suppress", "--round-to", "5"])
+    assert result.exit_code == 0, result.output
+    report = tmp_path / "report.json"
+    result = runner.invoke(app, ["validate", str(out), "--json", str(report)])
+    assert result.exit_code == 0, result.output
+    assert "OK: the dataset is valid." in result.output
+    summary = json.loads(report.read_text())
+    dataset = load_dataset(out)
+    assert summary["valid"] and summary["summary"]["hash"] == dataset.hash
+    assert {"rounded", "suppressed"} & set(summary["summary"]["censoring"])
+    truth = load_truth(out)
+    assert len(truth.cells) == len(dataset.cells)
+
+
+def test_validate_refuses_with_file_line_column(tmp_path: Path):
+    out = tmp_path / "scenario"
+    assert runner.invoke(app, ["simulate", "--areas", "12", "--out", str(out)]).exit_code == 0
+    lines = (out / "population.csv").read_text().splitlines()
+    lines[3] = lines[3].rsplit(",", 1)[0] + ",-5"
+    (out / "population.csv").write_text("\n".join(lines) + "\n")
+    result = runner.invoke(app, ["validate", str(out)])
+    assert result.exit_code == 1
+    assert "population.csv, line 4, column 'population': [negative]" in result.output
+    assert "The dataset was refused." in result.output
+
+
+def test_demo_without_fit_writes_and_validates_the_default(tmp_path: Path):
+    result = runner.invoke(app, ["demo", "--out", str(tmp_path / "default"), "--no-fit"])
+    assert result.exit_code == 0, result.output
+    assert "300 practice" in result.output and "undiagnosed" in result.output
+    assert load_dataset(tmp_path / "default").name == "synthetic_icb"
+
+
+@pytest.mark.skipif(shared_data_dir() is None, reason="England data directory absent")
+def test_build_england_dataset(tmp_path: Path):
+    result = runner.invoke(app, ["build", "hypertension_subicb", "--data",
+                                 str(shared_data_dir()), "--out", str(tmp_path / "subicb")])
+    assert result.exit_code == 0, result.output
+    assert "106 sub_icb" in result.output
+    assert load_dataset(tmp_path / "subicb").summary()["adjacency_edges"] == 257
+    missing = runner.invoke(app, ["build", "hypertension_pcn", "--data", str(tmp_path),
+                                  "--out", str(tmp_path / "x")])
+    assert missing.exit_code == 2
+
+
+def test_fit_with_a_bad_spec_explains(tmp_path: Path):
+    spec = tmp_path / "bad.yaml"
+    spec.write_text("name: bad\nsampler: {chain: 4}\n")
+    result = runner.invoke(app, ["fit", str(spec)])
+    assert result.exit_code == 2
+    assert "not a valid model spec" in result.output
