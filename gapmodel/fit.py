@@ -84,9 +84,11 @@ def _stored_names(model: pm.Model) -> list[str]:
 
 
 def monitored(idata: xr.DataTree) -> list[str]:
+    """The gate's parameters: hyperparameters, not unit normals or sampling coordinates
+    (the sheared intercept is a combination of gamma0 and alpha, both monitored)."""
     names = list(idata.posterior.data_vars)
     return [n for n in names if any(n == h or n.startswith(h + "_") for h in HYPERPARAMETERS)
-            and not n.startswith("z_")]
+            and not n.startswith("z_") and not n.endswith("_sheared")]
 
 
 def diagnose(idata: xr.DataTree, total_gap: np.ndarray, spec: ModelSpec
