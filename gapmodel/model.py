@@ -175,30 +175,68 @@ def _normal(name: str, prior: NormalPrior, **kwargs) -> pt.TensorVariable:
     return pm.Normal(name, prior.mu, prior.sigma, **kwargs)
 
 
-def _sheared_intercept(prior: NormalPrior, alpha, data: ModelData) -> pt.TensorVariable:
-    """The detection intercept, sampled along the ridge that registers leave open.
+def _constant_effects(groups: np.ndarray, n_groups: int, data: ModelData,
+                      effects: dict[str, pt.TensorVariable]) -> pt.TensorVariable:
+    """Per group of cells, the sum of the detection group effects constant within it."""
+    total = pt.zeros(n_groups)
+    for attr, gamma in effects.items():
+        frame = pd.DataFrame({"group": groups, "level": data.cell_group[attr]})
+        frame = frame[frame["group"] >= 0]
+        values = frame.groupby("group")["level"].unique()
+        if len(values) == n_groups and values.map(len).eq(1).all():
+            total = total + gamma[np.array([v[0] for v in values.sort_index()])]
+    return total
 
-    Registers pin pi * theta, so when prevalence rises (alpha up, within the evidence's
-    uncertainty) detection must fall: d logit theta ~ -(1 - pi) / (1 - theta) d logit pi.
-    Sampling gamma0 directly makes that ridge a long diagonal for the sampler. Here the
-    free coordinate is gamma0 + sum_k w_k lambda_k (alpha_k - m_k) (w: expected share of
-    the recorded in reference stratum k, lambda_k the slope above at the evidence's rates),
-    a shear with unit Jacobian; the prior stays exactly on gamma0 itself.
-    """
-    if prior.sigma == 0:
-        return pt.as_tensor(prior.mu)
-    centre = reference_prior_centre(data)
-    rate = 1.0 / (1.0 + np.exp(-centre))
-    expected = np.bincount(data.cell_ref, weights=data.population,
-                           minlength=len(centre)) * rate
+
+def _overall_detection(data: ModelData, expected_cases: np.ndarray) -> float:
     recorded = float(((data.obs_lo + data.obs_hi) / 2.0).sum())
-    detection = np.clip(recorded / max(expected.sum(), 1.0), 0.05, 0.95)
-    slope = (1.0 - rate) / (1.0 - detection)
-    weight = expected / expected.sum()
-    free = pm.Flat("gamma0_sheared")
-    gamma0 = pm.Deterministic("gamma0", free - pt.sum(weight * slope * (alpha - centre)))
-    pm.Potential("gamma0_prior", pm.logp(pm.Normal.dist(prior.mu, prior.sigma), gamma0))
-    return gamma0
+    return float(np.clip(recorded / max(expected_cases.sum(), 1.0), 0.05, 0.95))
+
+
+def _sheared_offsets(data: ModelData, effects: dict[str, pt.TensorVariable]
+                     ) -> pt.TensorVariable:
+    """Relative risks (log scale) sampled along the same ridge as `_sheared_alpha`: a
+    group's higher prevalence goes with its lower detection (e.g. an ethnic group's
+    relative risk against its detection effect). Unit Jacobian; the prior stays on the
+    relative risks."""
+    groups = data.offset_groups
+    mean, sd = groups["log_rr_mean"].to_numpy(), groups["log_rr_sd"].to_numpy()
+    level = _constant_effects(data.cell_offset_group, len(groups), data, effects)
+    prevalence = 1.0 / (1.0 + np.exp(-reference_prior_centre(data)))
+    pop_rate = np.bincount(data.cell_ref, weights=data.population) @ prevalence / \
+        data.population.sum()
+    slope = (1.0 - pop_rate) / (1.0 - _overall_detection(data, data.population * pop_rate))
+    free = pm.Flat("log_rr_sheared", shape=len(groups))
+    log_rr = pm.Deterministic("log_rr", mean + free - level / slope)
+    pm.Potential("log_rr_prior", pm.logp(pm.Normal.dist(mean, sd), log_rr).sum())
+    return log_rr
+
+
+def _sheared_alpha(spec: ModelSpec, data: ModelData, gamma0,
+                   effects: dict[str, pt.TensorVariable]) -> pt.TensorVariable:
+    """The prevalence intercepts, sampled along the ridge that registers leave open.
+
+    Registers pin pi * theta, so within the evidence's uncertainty a higher prevalence in
+    reference stratum k goes with a lower detection there:
+    d logit pi ~ -d eta_k / lambda_k, lambda_k = (1 - pi_k) / (1 - theta), where eta_k is
+    the stratum's detection level (intercept plus the group effects that are constant
+    within k, e.g. age band and sex). Sampling alpha directly leaves that ridge as long
+    diagonals; here alpha_k = m_k + a_k - (eta_k - eta0_k) / lambda_k with a_k the sampled
+    coordinate: a shear with unit Jacobian, the prior and the evidence staying exactly on
+    alpha itself.
+    """
+    centre = reference_prior_centre(data)
+    level = gamma0 + _constant_effects(data.cell_ref, len(centre), data, effects)
+    rate = 1.0 / (1.0 + np.exp(-centre))
+    expected = np.bincount(data.cell_ref, weights=data.population, minlength=len(centre))
+    slope = (1.0 - rate) / (1.0 - _overall_detection(data, expected * rate))
+    free = pm.Flat("alpha_sheared", dims="ref_stratum")
+    start = spec.detection.intercept.mu
+    alpha = pm.Deterministic("alpha", centre + free - (level - start) / slope,
+                             dims="ref_stratum")
+    pm.Potential("alpha_prior", pm.logp(pm.Normal.dist(centre, spec.prevalence.intercept_sigma),
+                                        alpha).sum())
+    return alpha
 
 
 def _coefficients(name: str, priors: list[NormalPrior], dim: str) -> pt.TensorVariable:
@@ -420,13 +458,18 @@ def build_model(dataset: Dataset, spec: ModelSpec) -> tuple[pm.Model, ModelData]
               "cov_pi": list(spec.prevalence.covariates),
               "cov_theta": list(spec.detection.covariates)}
     with pm.Model(coords=coords) as model:
+        # detection terms first: the prevalence intercepts are sampled relative to them
+        gamma0 = _normal("gamma0", spec.detection.intercept)
+        effects = {attr: _group_effect(attr, effect, len(data.group_levels[attr]))
+                   for attr, effect in spec.detection.groups.items()}
+        group_term = pt.zeros(data.n_cells)
+        for attr, gamma in effects.items():
+            group_term = group_term + gamma[data.cell_group[attr]]
         # true prevalence
-        alpha = pm.Normal("alpha", reference_prior_centre(data),
-                          spec.prevalence.intercept_sigma, dims="ref_stratum")
+        alpha = _sheared_alpha(spec, data, gamma0, effects)
         logit_pi = alpha[data.cell_ref] + data.cell_offset_fixed
         if len(data.offset_groups):
-            log_rr = pm.Normal("log_rr", data.offset_groups["log_rr_mean"].to_numpy(),
-                               data.offset_groups["log_rr_sd"].to_numpy())
+            log_rr = _sheared_offsets(data, effects)
             has = data.cell_offset_group >= 0
             logit_pi = logit_pi + pt.where(has, log_rr[np.maximum(data.cell_offset_group, 0)],
                                            0.0)
@@ -436,19 +479,13 @@ def build_model(dataset: Dataset, spec: ModelSpec) -> tuple[pm.Model, ModelData]
         if spec.prevalence.sigma_eps > 0:
             eps = spec.prevalence.sigma_eps * pm.Normal("z_eps", 0.0, 1.0, dims="area")
             logit_pi = logit_pi + eps[data.cell_area]
-        # detection
         # Area-level detection: intercept + covariates + area effect. With a centred area
         # effect the intercept and covariates are its mean (hierarchical centring), which
         # removes the ridge between them and the data-pinned area effects.
-        gamma0 = _sheared_intercept(spec.detection.intercept, alpha, data)
         covariate_term = pt.zeros(len(data.areas))
         if data.x_theta.shape[1]:
             covariate_term = data.x_theta @ _coefficients(
                 "beta_theta", list(spec.detection.covariates.values()), "cov_theta")
-        group_term = pt.zeros(data.n_cells)
-        for attr, effect in spec.detection.groups.items():
-            gamma = _group_effect(attr, effect, len(data.group_levels[attr]))
-            group_term = group_term + gamma[data.cell_group[attr]]
         pi = pm.math.sigmoid(logit_pi)
         weight = _completeness_weights(spec, data)
         concentration = None
