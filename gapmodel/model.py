@@ -62,6 +62,9 @@ class ModelData:
     reference: pd.DataFrame
     level_index: dict[str, np.ndarray] = field(default_factory=dict)  # level -> (A,) index
     level_sizes: dict[str, int] = field(default_factory=dict)
+    #: do most recorded counts fall in observations within one reference stratum (rather
+    #: than totals over many)? Then registers pin pi * theta stratum by stratum.
+    resolves_strata: bool = False
 
     @property
     def uses_completeness(self) -> bool:
@@ -156,7 +159,11 @@ def prepare(dataset: Dataset, spec: ModelSpec) -> ModelData:
                                  f"({', '.join(dataset.levels)})")
             codes, uniques = pd.factorize(dataset.areas[level])
             level_index[level], level_sizes[level] = codes, len(uniques)
+    within = pd.Series(cell_ref[pair_cell]).groupby(pair_obs).nunique() == 1
+    counts = ((obs["lo"] + obs["hi"]) / 2.0).to_numpy()
+    resolved = counts[within.index[within.to_numpy()]].sum() > 0.5 * counts.sum()
     return ModelData(
+        resolves_strata=bool(resolved),
         n_cells=len(cells), population=cells["population"].to_numpy(dtype=float),
         cell_area=cell_area, cell_ref=cell_ref, ref_strata=ref_strata, areas=areas,
         x_pi=x_pi, x_theta=x_th, covariate_scaling={**s_pi, **s_th},
@@ -201,7 +208,8 @@ def _sheared_offsets(data: ModelData, effects: dict[str, pt.TensorVariable]
     relative risks."""
     groups = data.offset_groups
     mean, sd = groups["log_rr_mean"].to_numpy(), groups["log_rr_sd"].to_numpy()
-    level = _constant_effects(data.cell_offset_group, len(groups), data, effects)
+    level = _constant_effects(data.cell_offset_group, len(groups), data, effects) \
+        if data.resolves_strata else pt.zeros(len(groups))
     prevalence = 1.0 / (1.0 + np.exp(-reference_prior_centre(data)))
     pop_rate = np.bincount(data.cell_ref, weights=data.population) @ prevalence / \
         data.population.sum()
@@ -226,7 +234,9 @@ def _sheared_alpha(spec: ModelSpec, data: ModelData, gamma0,
     alpha itself.
     """
     centre = reference_prior_centre(data)
-    level = gamma0 + _constant_effects(data.cell_ref, len(centre), data, effects)
+    level = gamma0 + pt.zeros(len(centre))
+    if data.resolves_strata:  # registers by stratum: each stratum has its own ridge
+        level = level + _constant_effects(data.cell_ref, len(centre), data, effects)
     rate = 1.0 / (1.0 + np.exp(-centre))
     expected = np.bincount(data.cell_ref, weights=data.population, minlength=len(centre))
     slope = (1.0 - rate) / (1.0 - _overall_detection(data, expected * rate))
