@@ -103,8 +103,8 @@ class Registry:
         """Write a fit as a new immutable version; returns its id."""
         spec = result.spec
         created = _now()
-        stamp = created.replace("-", "").replace(":", "").replace("+0000", "")
-        version_id = f"{stamp[:15]}-{uuid.uuid4().hex[:8]}"
+        stamp = dt.datetime.fromisoformat(created).strftime("%Y%m%dT%H%M%S")
+        version_id = f"{stamp}-{uuid.uuid4().hex[:8]}"
         model_dir = self.root / spec.name
         model_dir.mkdir(parents=True, exist_ok=True)
         tmp = model_dir / f".{version_id}.tmp"
@@ -112,8 +112,7 @@ class Registry:
         try:
             (tmp / "spec.yaml").write_text(spec.to_yaml(), encoding="utf-8")
             result.diagnostics.to_csv(tmp / "diagnostics.csv")
-            cells = dataset.cells.drop(columns=[], errors="ignore")
-            cells.to_parquet(tmp / "cells.parquet", index=False)
+            dataset.cells.to_parquet(tmp / "cells.parquet", index=False)
             np.savez(tmp / "draws.npz", **{k: getattr(result.draws, k) for k in DERIVED})
             if save_posterior:
                 result.idata.to_netcdf(tmp / "posterior.nc", engine="h5netcdf")
