@@ -270,6 +270,47 @@ def rollback(
 
 
 @app.command()
+def report(
+    version: Annotated[str | None, typer.Argument(help="version id (default: the active "
+                                                  "version of --model, or of the only model)")]
+    = None,
+    out: Annotated[Path, typer.Option("--out", help="directory to write index.html to")]
+    = Path("out/report"),
+    model: Annotated[str | None, typer.Option("--model", help="model name")] = None,
+    registry: Annotated[Path | None, typer.Option(help="registry root")] = None,
+) -> None:
+    """Write a self-contained HTML report of a version (figures inline, no web access)."""
+    from gapmodel.registry import Registry, RegistryError
+    from gapmodel.report import build_report
+
+    store = Registry(registry)
+    try:
+        if version is None:
+            models = [model] if model else store.models()
+            if len(models) != 1:
+                raise RegistryError("name a version or a model (--model); models: "
+                                    + (", ".join(models) or "none"))
+            if store.active_id(models[0]) is None:
+                listed = [m["version"] for m in store.versions(models[0])]
+                raise RegistryError(f"model '{models[0]}' has no active version; name one: "
+                                    + (", ".join(listed) or "none fitted"))
+            version = store.active_id(models[0])
+        loaded = store.load(version)
+    except RegistryError as exc:
+        typer.echo(str(exc), err=True)
+        raise typer.Exit(code=1) from None
+    if model and loaded.meta["model"] != model:
+        typer.echo(f"version {version} belongs to model '{loaded.meta['model']}', "
+                   f"not '{model}'", err=True)
+        raise typer.Exit(code=1)
+    active = store.active_id(loaded.meta["model"]) == loaded.id
+    written = build_report(loaded, out, active=active)
+    gate = "passed" if loaded.meta["gate"]["passed"] else "FAILED (the report says so)"
+    typer.echo(f"Wrote {written.path} for {loaded.meta['model']} version {loaded.id} "
+               f"({loaded.meta['method']}, gate {gate}).")
+
+
+@app.command()
 def demo(
     out: Annotated[Path, typer.Option("--out", help="where to write the default scenario")]
     = Path("out/synthetic_icb"),
