@@ -1,7 +1,9 @@
 """The registry of fitted versions: immutable artefacts on disk, an atomic active pointer.
 
     <root>/<model>/<version>/   spec.yaml, meta.json, diagnostics.csv, cells.parquet,
-                                draws.npz (float32 cell draws), posterior.nc (ArviZ)
+                                draws.npz (float32 cell draws), posterior.nc (ArviZ),
+                                covariates.parquet (raw area covariates, when the
+                                dataset has any; older versions lack it)
     <root>/<model>/ACTIVE       the active version id (replaced atomically)
     <root>/<model>/history.jsonl  promotions and rollbacks, with reasons
 
@@ -66,12 +68,14 @@ def _now() -> str:
 
 @dataclass(frozen=True)
 class Version:
-    """A loaded, verified version: metadata, cell labels and cell draws."""
+    """A loaded, verified version: metadata, cell labels, cell draws and, when saved,
+    the raw area covariates (indexed by area)."""
 
     path: Path
     meta: dict[str, Any]
     cells: pd.DataFrame
     draws: CellDraws
+    covariates: pd.DataFrame | None = None
 
     @property
     def id(self) -> str:
@@ -113,6 +117,9 @@ class Registry:
             (tmp / "spec.yaml").write_text(spec.to_yaml(), encoding="utf-8")
             result.diagnostics.to_csv(tmp / "diagnostics.csv")
             dataset.cells.to_parquet(tmp / "cells.parquet", index=False)
+            if dataset.covariates.shape[1]:
+                dataset.covariates.reset_index().to_parquet(tmp / "covariates.parquet",
+                                                            index=False)
             np.savez(tmp / "draws.npz", **{k: getattr(result.draws, k) for k in DERIVED})
             if save_posterior:
                 result.idata.to_netcdf(tmp / "posterior.nc", engine="h5netcdf")
@@ -182,7 +189,10 @@ class Registry:
         with np.load(path / "draws.npz") as arrays:
             draws = CellDraws(*(arrays[k] for k in DERIVED))
         cells = pd.read_parquet(path / "cells.parquet")
-        return Version(path=path, meta=meta, cells=cells, draws=draws)
+        covariates = None
+        if "covariates.parquet" in meta["files"]:
+            covariates = pd.read_parquet(path / "covariates.parquet").set_index("area")
+        return Version(path=path, meta=meta, cells=cells, draws=draws, covariates=covariates)
 
     # -- the active pointer ---------------------------------------------------------------
 

@@ -20,6 +20,15 @@ def interval(values: np.ndarray, prob: float = PROB) -> dict[str, float]:
             "lower": float(lo), "median": float(mid), "upper": float(hi), "prob": prob}
 
 
+def intervals(values: np.ndarray, prob: float = PROB, axis: int = -1
+              ) -> dict[str, np.ndarray]:
+    """Mean, sd and the equal-tailed interval of draws along `axis` (many at once)."""
+    tail = (1 - prob) / 2
+    lo, hi = np.quantile(values, [tail, 1 - tail], axis=axis)
+    return {"mean": np.mean(values, axis=axis), "sd": np.std(values, axis=axis),
+            "lower": lo, "upper": hi}
+
+
 def totals(draws: CellDraws, prob: float = PROB) -> dict[str, dict[str, float]]:
     """Total true cases, recorded, undiagnosed and the diagnosis rate, summed per draw."""
     expected = draws.expected.sum(axis=1, dtype=np.float64)
