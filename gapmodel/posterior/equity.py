@@ -87,7 +87,7 @@ def inequality(view: PosteriorView, attribute: str = "imd_quintile",
     cases, rate = agg.expected[index], agg.diagnosis_rate[index]
     sii, rii = slope_index(rate, cases)
     table = pd.DataFrame([intervals(sii, prob, axis=0), intervals(rii, prob, axis=0)],
-                         index=pd.Index(["sii", "rii"], name="index"))
+                         index=pd.Index(["sii", "rii"], name="measure"))
     table = table.astype(float)
     table["p_increasing"] = [(sii > 0).mean(), (rii > 1).mean()]
     table.attrs = {"version": view.version, "prob": prob, "attribute": column,
