@@ -17,6 +17,7 @@ from typer.testing import CliRunner
 
 from gapmodel.cli import app
 from gapmodel.fit import CellDraws, FitResult, diagnose
+from gapmodel.posterior import PosteriorView, equity, inequality, top_n
 from gapmodel.registry import Registry, Version
 from gapmodel.report import build_report, build_sections, compute
 from gapmodel.report.build import SECTIONS
@@ -111,16 +112,17 @@ def make_idata(rng: np.random.Generator, strata: list[str], mixing: bool,
 
 def save_version(root: Path, spec: ModelSpec, cells: pd.DataFrame, draws: CellDraws,
                  idata: xr.DataTree, *, summary: dict, method: str = "nuts",
-                 save_posterior: bool = True) -> Version:
-    """A registry version made as `gapmodel fit` makes one, with the sampling mocked."""
+                 save_posterior: bool = True, covariates: bool = True) -> Version:
+    """A registry version made as `gapmodel fit` makes one, with the sampling mocked;
+    with `covariates`, a raw area deprivation score."""
     total_gap = draws.undiagnosed.sum(axis=1, dtype=np.float64).reshape(CHAINS, DRAWS)
     table, gate = diagnose(idata, total_gap, spec)
     result = FitResult(spec=spec, dataset_hash="0" * 64, idata=idata, diagnostics=table,
                        gate=gate, draws=draws, timings={"sample": 1.0}, method=method)
     areas = pd.Index(pd.unique(cells["area"]), name="area")
-    covariates = pd.DataFrame({"imd_score": np.linspace(5, 50, len(areas))}, index=areas)
+    scores = {"imd_score": np.linspace(5, 50, len(areas))} if covariates else {}
     dataset = SimpleNamespace(cells=cells, hash="0" * 64, name=f"{spec.name}_data",
-                              covariates=covariates,
+                              covariates=pd.DataFrame(scores, index=areas),
                               summary=lambda: {"name": f"{spec.name}_data", **summary})
     store = Registry(root)
     return store.load(store.save(result, dataset, save_posterior=save_posterior))
@@ -148,7 +150,7 @@ def synthetic_version(root: Path, *, method: str = "nuts", save_posterior: bool 
                         save_posterior=save_posterior)
 
 
-def england_like_version(root: Path, seed: int = 2) -> Version:
+def england_like_version(root: Path, seed: int = 2, covariates: bool = True) -> Version:
     """PCN areas x age band x sex only, one register total per PCN, with the England
     hypertension spec: no ethnicity, no deprivation strata."""
     rng = np.random.default_rng(seed)
@@ -169,7 +171,8 @@ def england_like_version(root: Path, seed: int = 2) -> Version:
     summary = {"levels": {"pcn": n, "sub_icb": 8, "icb": 3}, "reference_rows": 12,
                "attributes": {"age_band": bands, "sex": ["F", "M"]},
                "censoring": {"exact": n}}
-    return save_version(root, spec, cells, draws, idata, summary=summary)
+    return save_version(root, spec, cells, draws, idata, summary=summary,
+                        covariates=covariates)
 
 
 @pytest.fixture(scope="module")
@@ -267,27 +270,6 @@ def test_funnel_limits_and_flags():
     assert (lower[0], upper[0]) == pytest.approx((0.55 - half, 0.55 + half), rel=1e-6)
 
 
-def test_group_ratios_and_top_areas_are_per_draw(synthetic):
-    cells, draws = synthetic.cells, synthetic.draws
-    table = compute.group_rate_ratios(cells, draws, "ethnicity", reference="White")
-    black = (cells["ethnicity"] == "Black").to_numpy()
-    white = (cells["ethnicity"] == "White").to_numpy()
-    rate = lambda m: draws.recorded[:, m].sum(1, dtype=float) / draws.expected[:, m].sum(  # noqa: E731
-        1, dtype=float)
-    ratio = rate(black) / rate(white)
-    row = table.set_index("group").loc["Black"]
-    assert row["ratio"] == pytest.approx(np.median(ratio))
-    assert row["lower"] == pytest.approx(np.quantile(ratio, 0.05))
-    assert table.set_index("group").loc["White", "ratio"] == 1.0
-    area = compute.area_draws(cells, draws)
-    top = compute.top_areas(area, "undiagnosed", n=3)
-    assert len(top) == 3 and top["median"].is_monotonic_decreasing
-    assert top["p_top"].between(0, 1).all()
-    ranks = np.argsort(-area.undiagnosed, axis=1)[:, :3]
-    first = int(area.areas.get_loc(top["area"].iloc[0]))
-    assert top["p_top"].iloc[0] == pytest.approx((ranks == first).any(axis=1).mean())
-
-
 # -- the page ----------------------------------------------------------------------------
 
 def test_report_has_every_section_and_no_external_urls(synthetic_report):
@@ -350,18 +332,37 @@ def test_predictive_and_area_sections_report_consistent_numbers(synthetic, synth
     assert funnel["outside"]["95%"] >= funnel["outside"]["99.8%"]
 
 
-def test_equity_and_targets_sections(synthetic_report):
+def test_equity_and_targets_sections_show_the_posterior_queries(synthetic, synthetic_report):
     html = synthetic_report.path.read_text()
-    equity = synthetic_report.sections["equity"].content
-    assert list(equity["tables"])[:2] == ["ethnicity", "imd_quintile"]
-    assert not equity["missing"]
-    references = [r["group"] for r in equity["tables"]["ethnicity"] if r["reference"]]
-    assert len(references) == 1
-    assert f"{references[0]} (reference)" in section_html(html, "equity")
+    view = PosteriorView.from_version(synthetic)
+    content = synthetic_report.sections["equity"].content
+    assert list(content["tables"]) == ["ethnicity", "imd_quintile", "age_band", "sex"]
+    assert not content["missing"]
+    ethnicity = content["tables"]["ethnicity"]
+    assert ethnicity["reference"] == "White"
+    expected = equity(view, by="ethnicity", reference="White")
+    black = expected.set_index("ethnicity").loc["Black"]
+    row = next(r for r in ethnicity["rows"] if r["group"] == "Black")
+    assert row["ratio_mean"] == pytest.approx(black["ratio_mean"])
+    equity_html = section_html(html, "equity")
+    assert (f"<td>Black</td><td>{count(black['expected_mean'])}</td>"
+            f"<td>{pct(black['diagnosis_rate_mean'])}</td>") in equity_html
+    # English IMD: quintile 1 is the most deprived, the least deprived is the reference
+    quintile = content["tables"]["imd_quintile"]
+    assert quintile["reference"] == "5"
+    assert quintile["inequality"]["first"] == "1"
+    sii = inequality(view, "imd_quintile", order=["1", "5"]).loc["sii"]
+    assert quintile["inequality"]["sii"]["mean"] == pytest.approx(sii["mean"])
+    assert "slope index of inequality" in equity_html
     targets = synthetic_report.sections["targets"].content
     assert targets["n"] == 12  # fewer areas than 20: all of them, ranked
+    top = top_n(view, 20, by="undiagnosed")
+    assert [r["area"] for r in targets["by_count"]] == top["area"].tolist()
     for row in targets["by_count"][:3]:
-        assert f"<td>{row['area']}</td><td>{count(row['median'])}</td>" in html
+        assert (f"<td>{row['area']}</td><td>{count(row['undiagnosed_mean'])}</td>"
+                in section_html(html, "targets"))
+    by_yield = top_n(view, 20, by="yield_per_contact")
+    assert [r["area"] for r in targets["by_yield"]] == by_yield["area"].tolist()
 
 
 def test_assumptions_are_generated_from_the_spec(synthetic_report, england_report):
@@ -381,15 +382,26 @@ def test_assumptions_are_generated_from_the_spec(synthetic_report, england_repor
 
 def test_england_like_report_without_ethnicity_or_deprivation(england, england_report):
     html = england_report.path.read_text()
-    equity = england_report.sections["equity"].content
-    assert list(equity["tables"]) == ["age_band", "sex"]
-    assert equity["missing"] == ["ethnicity", "deprivation"]
-    assert "No breakdown by ethnicity or deprivation" in section_html(html, "equity")
+    content = england_report.sections["equity"].content
+    # deprivation from the area covariate's deciles: decile 1, the lowest score, is the
+    # least deprived and the reference; the inequality runs from decile 10 to 1
+    assert list(content["tables"]) == ["imd_score_decile", "age_band", "sex"]
+    assert content["tables"]["imd_score_decile"]["reference"] == "1"
+    assert content["tables"]["imd_score_decile"]["inequality"]["first"] == "10"
+    assert content["missing"] == ["ethnicity"]
+    assert "No breakdown by ethnicity" in section_html(html, "equity")
     ppc = england_report.sections["predictive"].content
     assert ppc["checked"] == 40 and ppc["unchecked"] == 0
     targets = england_report.sections["targets"].content
     assert targets["n"] == 20 and targets["areas"] == 40
     assert not re.search(r"https?://", html)
+
+
+def test_england_like_report_without_covariates_has_no_deprivation(tmp_path):
+    version = england_like_version(tmp_path / "registry", covariates=False)
+    content = build_sections(version)["equity"].content
+    assert list(content["tables"]) == ["age_band", "sex"]
+    assert content["missing"] == ["ethnicity", "deprivation"]
 
 
 def test_report_without_posterior_says_why(tmp_path):

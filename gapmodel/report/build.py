@@ -7,7 +7,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 
+from gapmodel.posterior import PosteriorView, equity, inequality, top_n
+from gapmodel.posterior.view import DECILE, natural_key
 from gapmodel.registry import Version
 from gapmodel.report import compute, figures
 from gapmodel.report.assumptions import INTERVAL_MEANING, assumptions
@@ -26,8 +29,9 @@ SECTIONS = {
     "targets": "Top targets",
     "assumptions": "Assumptions",
 }
-#: Stratum attributes shown first in the equity section, by the start of their name.
-EQUITY_FIRST = ("ethnic", "imd", "depriv")
+#: Equity groupings, by the start of their name: ethnicity first, then deprivation.
+ETHNIC = "ethnic"
+DEPRIVATION = ("imd", "depriv")
 APPROXIMATE_NOTE = ("This is an approximate fit ({method}), for exploration only: variational "
                     "approximations typically understate uncertainty, so every interval below "
                     "is likely too narrow. It can never be promoted.")
@@ -171,44 +175,77 @@ def funnel_section(area: compute.AreaDraws, overall: float) -> Section:
     return Section("funnel", SECTIONS["funnel"], content)
 
 
-def _equity_attributes(version: Version) -> list[str]:
-    attributes = [a for a in _summary(version.meta).get("attributes", {})
-                  if a in version.cells.columns]
-    if not attributes:
-        known = {"area", "stratum", "population", *_summary(version.meta).get("levels", {})}
-        attributes = [c for c in version.cells.columns
-                      if c not in known and version.cells[c].dtype == object]
-    first = [a for a in attributes if a.startswith(EQUITY_FIRST)]
-    return first + [a for a in attributes if a not in first]
+def _is_deprivation(name: str) -> bool:
+    return name.startswith(DEPRIVATION)
 
 
-def equity_section(version: Version, prob: float) -> Section:
-    attributes = [a for a in _equity_attributes(version) if version.cells[a].nunique() > 1]
-    if not attributes:
+def equity_groupings(view: PosteriorView) -> list[tuple[str, str | None, str]]:
+    """(column, reference group, description) for the equity section: ethnicity first,
+    then deprivation (a stratum attribute, else area deciles of a deprivation covariate),
+    then the other stratum attributes with more than one group."""
+    attributes = [a for a in view.attributes if len(view.labels(a)) > 1]
+    ethnic = [a for a in attributes if a.startswith(ETHNIC)]
+    deprived = [a for a in attributes if _is_deprivation(a)]
+    out = [(a, "White" if "White" in view.labels(a) else None, "stratum attribute")
+           for a in ethnic]
+    # English IMD quintiles and deciles count from 1 = most deprived: the least deprived,
+    # the highest label, is the reference.
+    out += [(a, max(view.labels(a), key=natural_key), "stratum attribute; 1 = most deprived")
+            for a in deprived]
+    if not deprived:
+        out += [(c, "1", f"area decile of {c.removesuffix(DECILE)} weighted by population; "
+                 "1 = lowest score, least deprived")
+                for c in view.columns() if c.endswith(DECILE) and _is_deprivation(c)]
+    out += [(a, None, "stratum attribute") for a in attributes
+            if a not in ethnic and a not in deprived]
+    return out
+
+
+def _inequality(view: PosteriorView, column: str, prob: float) -> dict[str, Any] | None:
+    """SII and RII from the most to the least deprived group (None if not ordered so)."""
+    labels = sorted(view.labels(column), key=natural_key)
+    if column.endswith(DECILE):
+        labels = labels[::-1]  # a higher deprivation score is more deprived
+    table = inequality(view, column, order=labels, prob=prob)
+    return {"sii": table.loc["sii"].to_dict(), "rii": table.loc["rii"].to_dict(),
+            "first": labels[0], "last": labels[-1]}
+
+
+def equity_section(version: Version, view: PosteriorView, prob: float) -> Section:
+    groupings = equity_groupings(view)
+    if not groupings:
         return Section("equity", SECTIONS["equity"], unavailable=(
             "the strata have no attribute with more than one group"))
-    tables = {a: compute.group_rate_ratios(version.cells, version.draws, a, prob=prob)
-              for a in attributes}
-    missing = [name for name, prefixes in (("ethnicity", ("ethnic",)),
-                                           ("deprivation", ("imd", "depriv")))
-               if not any(a.startswith(prefixes) for a in attributes)]
+    tables: dict[str, dict[str, Any]] = {}
+    for column, reference, description in groupings:
+        table = equity(view, by=column, reference=reference, prob=prob)
+        rows = table.rename(columns={column: "group"}).to_dict("records")
+        tables[column] = {"rows": rows, "reference": table.attrs["reference"],
+                          "description": description,
+                          "inequality": _inequality(view, column, prob)
+                          if _is_deprivation(column) else None}
+    missing = [name for name, found in (
+        ("ethnicity", any(c.startswith(ETHNIC) for c in tables)),
+        ("deprivation", any(_is_deprivation(c) for c in tables))) if not found]
     content = {
-        "figure": figures.equity_figure(tables, prob),
-        "tables": {a: t.to_dict("records") for a, t in tables.items()},
-        "missing": missing, "prob": prob,
+        "figure": figures.equity_figure({c: pd.DataFrame(t["rows"])
+                                         for c, t in tables.items()}, prob),
+        "tables": tables, "missing": missing, "prob": prob,
     }
     return Section("equity", SECTIONS["equity"], content)
 
 
-def targets_section(area: compute.AreaDraws, n: int, prob: float) -> Section:
-    by_count = compute.top_areas(area, "undiagnosed", n, prob)
-    by_yield = compute.top_areas(area, "yield_per_contact", n, prob)
+def targets_section(view: PosteriorView, n: int, prob: float) -> Section:
+    by_count = top_n(view, n, level="area", by="undiagnosed", prob=prob)
+    by_yield = top_n(view, n, level="area", by="yield_per_contact", prob=prob)
     content = {
-        "n": len(by_count), "prob": prob, "areas": len(area.areas),
+        "n": len(by_count), "prob": prob, "areas": len(view.labels("area")),
         "by_count": by_count.to_dict("records"), "by_yield": by_yield.to_dict("records"),
-        "figure_count": figures.top_figure(by_count, f"undiagnosed ({prob:.0%} interval)"),
+        "figure_count": figures.top_figure(by_count, "undiagnosed",
+                                           f"undiagnosed ({prob:.0%} interval)"),
         "figure_yield": figures.top_figure(
-            by_yield, f"undiagnosed per 100 people not on the register ({prob:.0%} interval)",
+            by_yield, "yield_per_contact",
+            f"undiagnosed per 100 people not on the register ({prob:.0%} interval)",
             scale=100.0),
     }
     return Section("targets", SECTIONS["targets"], content)
@@ -224,6 +261,7 @@ def build_sections(version: Version, *, active: bool | None = None, top: int = 2
     """Every section of the report for a version, filled or saying why not."""
     posterior, why_not = _posterior(version)
     area = compute.area_draws(version.cells, version.draws)
+    view = PosteriorView.from_version(version)
     overall = float(np.median(compute.safe_ratio(area.recorded.sum(axis=1),
                                                  area.expected.sum(axis=1))))
     sections = [
@@ -233,8 +271,8 @@ def build_sections(version: Version, *, active: bool | None = None, top: int = 2
         predictive_section(version, area, prob),
         caterpillar_section(area, overall, prob),
         funnel_section(area, overall),
-        equity_section(version, prob),
-        targets_section(area, top, prob),
+        equity_section(version, view, prob),
+        targets_section(view, top, prob),
         assumptions_section(version),
     ]
     return {s.key: s for s in sections}

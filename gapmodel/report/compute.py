@@ -58,11 +58,6 @@ class AreaDraws:
         """Diagnosis rate (recorded / true cases) per draw and area."""
         return safe_ratio(self.recorded, self.expected)
 
-    @property
-    def yield_per_contact(self) -> np.ndarray:
-        """Undiagnosed / people not on the register, per draw and area."""
-        return safe_ratio(self.undiagnosed, self.population[None, :] - self.recorded)
-
 
 def aggregator(labels: pd.Series) -> tuple[pd.Index, sparse.csr_array]:
     """Area labels in first-seen order and the cell x area 0/1 matrix summing cells."""
@@ -186,45 +181,6 @@ def funnel(area: AreaDraws, overall: float) -> Funnel:
     table = table.reindex(table["z"].abs().sort_values(ascending=False).index)
     return Funnel(table=table.reset_index(drop=True), overall=overall,
                   limits=dict(FUNNEL_LIMITS))
-
-
-# -- sections 7 and 8 when gapmodel.posterior is not available ---------------------------------
-
-def group_rate_ratios(cells: pd.DataFrame, draws: CellDraws, attribute: str,
-                      reference: str | None = None, prob: float = PROB) -> pd.DataFrame:
-    """Diagnosis-rate ratio of each level of a stratum attribute against a reference level
-    (default: the level with most expected cases), per draw, with intervals."""
-    groups, matrix = aggregator(cells[attribute].astype(str))
-    recorded = np.asarray(matrix.T @ np.asarray(draws.recorded, np.float64).T).T
-    expected = np.asarray(matrix.T @ np.asarray(draws.expected, np.float64).T).T
-    rate = safe_ratio(recorded, expected)
-    if reference is None:
-        reference = str(groups[int(np.argmax(expected.mean(axis=0)))])
-    ref = groups.get_loc(reference)
-    ratio = safe_ratio(rate, rate[:, [ref]])
-    r_lo, r_mid, r_hi = tail_quantiles(rate, prob)
-    lo, mid, hi = tail_quantiles(ratio, prob)
-    return pd.DataFrame({"group": groups, "expected": expected.mean(axis=0),
-                         "rate": r_mid, "rate_lower": r_lo, "rate_upper": r_hi,
-                         "ratio": mid, "lower": lo, "upper": hi,
-                         "reference": groups == reference})
-
-
-def top_areas(area: AreaDraws, by: str = "undiagnosed", n: int = 20,
-              prob: float = PROB) -> pd.DataFrame:
-    """The n areas with the largest posterior median of `by` ('undiagnosed' or
-    'yield_per_contact'), with intervals and the probability of being in the top n."""
-    values = getattr(area, by)
-    lo, mid, hi = tail_quantiles(values, prob)
-    n = min(n, values.shape[1])
-    order = np.argsort(-np.nan_to_num(values, nan=-np.inf), axis=1)[:, :n]
-    in_top = np.zeros(values.shape[1])
-    np.add.at(in_top, order.ravel(), 1.0)
-    table = pd.DataFrame({"area": area.areas, "median": mid, "lower": lo, "upper": hi,
-                          "p_top": in_top / values.shape[0]})
-    table = table.sort_values(["median", "p_top"], ascending=False, kind="stable")
-    table.insert(0, "rank", np.arange(1, len(table) + 1))
-    return table.head(n).reset_index(drop=True)
 
 
 # -- section 2: sampler diagnostics ----------------------------------------------------------

@@ -137,7 +137,8 @@ def funnel_figure(data: Funnel) -> str:
 
 
 def equity_figure(tables: dict[str, pd.DataFrame], prob: float) -> str:
-    """Diagnosis-rate ratios against each attribute's reference group, with intervals."""
+    """Diagnosis-rate ratios against each grouping's reference group, with intervals
+    (tables as `gapmodel.posterior.equity` makes them, the group column named 'group')."""
     rows = sum(len(t) for t in tables.values())
     fig = Figure(figsize=(8, 0.32 * rows + 1.2 * len(tables) + 0.6), layout="constrained")
     axes = fig.subplots(len(tables), 1, squeeze=False,
@@ -145,8 +146,8 @@ def equity_figure(tables: dict[str, pd.DataFrame], prob: float) -> str:
     for ax, (attribute, t) in zip(axes, tables.items(), strict=True):
         y = np.arange(len(t))[::-1]
         ref = t["reference"].to_numpy(dtype=bool)
-        ax.hlines(y, t["lower"], t["upper"], color=INSIDE, linewidth=2)
-        ax.scatter(t["ratio"], y, color=np.where(ref, ACCENT, "black"), zorder=3, s=16)
+        ax.hlines(y, t["ratio_lower"], t["ratio_upper"], color=INSIDE, linewidth=2)
+        ax.scatter(t["ratio_mean"], y, color=np.where(ref, ACCENT, "black"), zorder=3, s=16)
         ax.axvline(1.0, color=GREY, linewidth=0.8)
         labels = [f"{g} (reference)" if r else str(g)
                   for g, r in zip(t["group"], ref, strict=True)]
@@ -157,12 +158,14 @@ def equity_figure(tables: dict[str, pd.DataFrame], prob: float) -> str:
     return to_svg(fig, "diagnosis-rate ratios by group")
 
 
-def top_figure(table: pd.DataFrame, label: str, scale: float = 1.0) -> str:
-    """Top areas: median and interval of the ranking quantity, best first."""
+def top_figure(table: pd.DataFrame, measure: str, label: str, scale: float = 1.0) -> str:
+    """Top areas: mean and interval of the ranking measure (columns `<measure>_mean`,
+    `_lower`, `_upper`), first ranked on top."""
     fig, ax = _figure(5.5, 0.22 * len(table) + 1.0)
     y = np.arange(len(table))[::-1]
-    ax.hlines(y, scale * table["lower"], scale * table["upper"], color=INSIDE, linewidth=2)
-    ax.scatter(scale * table["median"], y, color="black", zorder=3, s=14)
+    ax.hlines(y, scale * table[f"{measure}_lower"], scale * table[f"{measure}_upper"],
+              color=INSIDE, linewidth=2)
+    ax.scatter(scale * table[f"{measure}_mean"], y, color="black", zorder=3, s=14)
     ax.set_yticks(y, table["area"].astype(str), fontsize=7)
     ax.set_xlabel(label)
     return to_svg(fig, f"top areas by {label}")
