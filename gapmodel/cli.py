@@ -271,11 +271,10 @@ def rollback(
 
 @app.command()
 def report(
+    out: Annotated[Path, typer.Option("--out", help="directory to write index.html to")],
     version: Annotated[str | None, typer.Argument(help="version id (default: the active "
                                                   "version of --model, or of the only model)")]
     = None,
-    out: Annotated[Path, typer.Option("--out", help="directory to write index.html to")]
-    = Path("out/report"),
     model: Annotated[str | None, typer.Option("--model", help="model name")] = None,
     registry: Annotated[Path | None, typer.Option(help="registry root")] = None,
 ) -> None:

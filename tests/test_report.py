@@ -150,11 +150,11 @@ def synthetic_version(root: Path, *, method: str = "nuts", save_posterior: bool 
                         save_posterior=save_posterior)
 
 
-def england_like_version(root: Path, seed: int = 2, covariates: bool = True) -> Version:
+def england_like_version(root: Path, seed: int = 2, covariates: bool = True,
+                         n: int = 40) -> Version:
     """PCN areas x age band x sex only, one register total per PCN, with the England
     hypertension spec: no ethnicity, no deprivation strata."""
     rng = np.random.default_rng(seed)
-    n = 40
     areas = pd.DataFrame({"area": [f"U{i:05d}" for i in range(n)],
                           "sub_icb": [f"S{i % 8:02d}" for i in range(n)],
                           "icb": [f"Q{i % 3:02d}" for i in range(n)]})
@@ -168,7 +168,8 @@ def england_like_version(root: Path, seed: int = 2, covariates: bool = True) -> 
     spec = spec.model_copy(update={"sampler": spec.sampler.model_copy(
         update={"chains": CHAINS, "draws": DRAWS, "tune": DRAWS})})
     idata = make_idata(rng, list(strata["stratum"]), mixing=True)
-    summary = {"levels": {"pcn": n, "sub_icb": 8, "icb": 3}, "reference_rows": 12,
+    summary = {"levels": {"pcn": n, "sub_icb": min(n, 8), "icb": min(n, 3)},
+               "reference_rows": 12,
                "attributes": {"age_band": bands, "sex": ["F", "M"]},
                "censoring": {"exact": n}}
     return save_version(root, spec, cells, draws, idata, summary=summary,
@@ -439,6 +440,9 @@ def test_cli_report_defaults_to_the_active_version(tmp_path):
     missing = runner.invoke(app, ["report", "nope", "--registry", str(root), "--out",
                                   str(tmp_path / "x")])
     assert missing.exit_code == 1 and "no version 'nope'" in missing.output
+    other = runner.invoke(app, ["report", version.id, "--model", "other", "--registry",
+                                str(root), "--out", str(tmp_path / "y")])
+    assert other.exit_code == 1 and "belongs to model 'report_synthetic'" in other.output
 
 
 # -- in a browser ------------------------------------------------------------------------

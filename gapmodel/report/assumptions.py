@@ -121,9 +121,15 @@ def assumptions(spec: ModelSpec, meta: dict[str, Any]) -> list[tuple[str, str]]:
     return out
 
 
+def interval_meaning(prob: float) -> str:
+    """What an equal-tailed interval of probability `prob` means, in plain words."""
+    tail = f"{(1 - prob) / 2:.1%}".replace(".0%", "%")
+    return INTERVAL_MEANING.format(prob=f"{prob:.0%}", tail=tail)
+
+
 INTERVAL_MEANING = (
-    "A 90% interval is the range within which, given the data and the assumptions above, the "
-    "quantity lies with 90% probability (5% below it, 5% above). It includes uncertainty about "
-    "the model's parameters and chance variation in counts, but not the chance that an "
-    "assumption is wrong: a biased prevalence survey would shift every estimate and no "
-    "interval here would show it.")
+    "A {prob} interval is the range within which, given the data and the assumptions above, "
+    "the quantity lies with {prob} probability ({tail} below it, {tail} above). It includes "
+    "uncertainty about the model's parameters and chance variation in counts, but not the "
+    "chance that an assumption is wrong: a biased prevalence survey would shift every "
+    "estimate and no interval here would show it.")

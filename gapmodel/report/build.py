@@ -13,7 +13,7 @@ from gapmodel.posterior import PosteriorView, equity, inequality, top_n
 from gapmodel.posterior.view import DECILE, natural_key
 from gapmodel.registry import Version
 from gapmodel.report import compute, figures
-from gapmodel.report.assumptions import INTERVAL_MEANING, assumptions
+from gapmodel.report.assumptions import assumptions, interval_meaning
 from gapmodel.report.html import render
 from gapmodel.summary import PROB
 
@@ -251,9 +251,10 @@ def targets_section(view: PosteriorView, n: int, prob: float) -> Section:
     return Section("targets", SECTIONS["targets"], content)
 
 
-def assumptions_section(version: Version) -> Section:
+def assumptions_section(version: Version, prob: float) -> Section:
     return Section("assumptions", SECTIONS["assumptions"], {
-        "items": assumptions(version.spec, version.meta), "interval": INTERVAL_MEANING})
+        "items": assumptions(version.spec, version.meta), "prob": prob,
+        "interval": interval_meaning(prob)})
 
 
 def build_sections(version: Version, *, active: bool | None = None, top: int = 20,
@@ -273,7 +274,7 @@ def build_sections(version: Version, *, active: bool | None = None, top: int = 2
         funnel_section(area, overall),
         equity_section(version, view, prob),
         targets_section(view, top, prob),
-        assumptions_section(version),
+        assumptions_section(version, prob),
     ]
     return {s.key: s for s in sections}
 
