@@ -341,5 +341,216 @@ def demo(
         _fit_and_register(spec, None, None, False, None, draws, promote=True)
 
 
+# -- posterior products: estimates, targets, equity ------------------------------------
+
+
+class OutputFormat(StrEnum):
+    csv = "csv"
+    parquet = "parquet"
+    json = "json"
+
+
+class Unit(StrEnum):
+    area = "area"
+    area_stratum = "area_stratum"
+
+
+class CapacityUnit(StrEnum):
+    contacts = "contacts"
+    areas = "areas"
+
+
+VersionArg = Annotated[str | None, typer.Argument(
+    help="version id (default: the active version of --model, or of the only model)")]
+ModelOpt = Annotated[str | None, typer.Option("--model", help="model name")]
+RegistryOpt = Annotated[Path | None, typer.Option(help="registry root")]
+WhereOpt = Annotated[str | None, typer.Option(
+    "--where", help="cell filter, e.g. \"ethnicity == 'Black' and age_band in ['80+']\"")]
+ProbOpt = Annotated[float, typer.Option(help="interval probability")]
+FormatOpt = Annotated[OutputFormat, typer.Option("--format", help="output format")]
+OutOpt = Annotated[Path | None, typer.Option("--out", help="file to write (default: "
+                                             "standard output; required for parquet)")]
+
+
+def _posterior_view(version: str | None, model: str | None, registry: Path | None):
+    """The view of a named version, else of the active version of the (only) model."""
+    from gapmodel.posterior import PosteriorView
+    from gapmodel.registry import Registry, RegistryError
+
+    store = Registry(registry)
+    try:
+        if version is None:
+            models = [model] if model else store.models()
+            if len(models) != 1:
+                raise RegistryError("name a version or a model (--model); models: "
+                                    + (", ".join(models) or "none"))
+            loaded = store.active(models[0])
+        else:
+            loaded = store.load(version)
+            if model and loaded.meta["model"] != model:
+                raise RegistryError(f"version {version} belongs to model "
+                                    f"'{loaded.meta['model']}', not '{model}'")
+    except RegistryError as exc:
+        typer.echo(str(exc), err=True)
+        raise typer.Exit(code=1) from None
+    return PosteriorView.from_version(loaded)
+
+
+def _query(call):
+    """Run a posterior query; its QueryError becomes a message and exit code 2."""
+    from gapmodel.posterior import QueryError
+
+    try:
+        return call()
+    except QueryError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(code=2) from None
+
+
+def _emit(table, fmt: OutputFormat, out: Path | None, header: dict, note: str) -> None:
+    """Write a result table as CSV, Parquet or JSON (with its header) to a file or stdout;
+    the note (version, interval) goes to standard error so the output stays clean."""
+    if fmt is OutputFormat.parquet and out is None:
+        typer.echo("error: parquet output needs --out PATH", err=True)
+        raise typer.Exit(code=2)
+    if fmt is OutputFormat.parquet:
+        table.attrs = {}
+        table.to_parquet(out, index=False)
+    else:
+        if fmt is OutputFormat.csv:
+            text = table.to_csv(index=False, lineterminator="\n")
+        else:
+            rows = json.loads(table.to_json(orient="records", double_precision=10))
+            text = json.dumps({**header, "rows": rows}, indent=1, default=str) + "\n"
+        if out is None:
+            typer.echo(text, nl=False)
+        else:
+            out.write_text(text, encoding="utf-8")
+    typer.echo(note + (f"; wrote {out}" if out is not None else ""), err=True)
+
+
+def _equity_option(text: str | None):
+    """None, 'least_diagnosed', or ATTRIBUTE:VALUE=WEIGHT,VALUE=WEIGHT."""
+    if text is None or text == "least_diagnosed":
+        return text
+    attribute, _, pairs = text.partition(":")
+    weights = {}
+    try:
+        for pair in filter(None, pairs.split(",")):
+            value, _, weight = pair.partition("=")
+            weights[value.strip()] = float(weight)
+    except ValueError:
+        weights = {}
+    if not attribute.strip() or not weights:
+        typer.echo("error: --equity is 'least_diagnosed' or ATTRIBUTE:VALUE=WEIGHT,... "
+                   "(e.g. imd_quintile:1=2,2=1.5)", err=True)
+        raise typer.Exit(code=2)
+    return {"attribute": attribute.strip(), "weights": weights}
+
+
+@app.command("estimates")
+def estimates_command(
+    version: VersionArg = None,
+    model: ModelOpt = None,
+    by: Annotated[list[str] | None, typer.Option(
+        "--by", "--level", help="group by a level or attribute (repeat for several; "
+        "none: the total)")] = None,
+    where: WhereOpt = None,
+    area: Annotated[list[str] | None, typer.Option("--area", help="keep these base "
+                                                   "areas (repeat)")] = None,
+    exceed: Annotated[list[float] | None, typer.Option(
+        "--exceed", help="add P(undiagnosed > K) (repeat)")] = None,
+    prob: ProbOpt = 0.9,
+    fmt: FormatOpt = OutputFormat.csv,
+    out: OutOpt = None,
+    registry: RegistryOpt = None,
+) -> None:
+    """Expected, recorded and undiagnosed, diagnosis rate, yield per contact and number
+    needed to screen per group, from per-draw sums (intervals are joint)."""
+    from gapmodel.posterior import estimates
+
+    view = _posterior_view(version, model, registry)
+    table = _query(lambda: estimates(view, by=by or None, where=where, areas=area,
+                                     prob=prob, exceed=exceed or ()))
+    header = dict(table.attrs)
+    _emit(table, fmt, out, header, f"version {view.version}: {len(table)} group(s), "
+          f"{prob:.0%} intervals from {view.n_draws} draws")
+
+
+@app.command()
+def targets(
+    capacity: Annotated[int, typer.Option("--capacity", help="contacts (people) or "
+                                          "number of units, see --capacity-unit")],
+    version: VersionArg = None,
+    model: ModelOpt = None,
+    unit: Annotated[Unit, typer.Option(help="areas, or area x stratum groups")] = Unit.area,
+    capacity_unit: Annotated[CapacityUnit, typer.Option(
+        "--capacity-unit", help="what --capacity counts")] = CapacityUnit.contacts,
+    level: Annotated[str | None, typer.Option(help="area level of the units (default: "
+                                              "the base areas)")] = None,
+    where: WhereOpt = None,
+    sensitivity: Annotated[float, typer.Option(help="share of contacted undiagnosed "
+                                               "people the check finds")] = 1.0,
+    equity: Annotated[str | None, typer.Option(
+        "--equity", help="'least_diagnosed' or ATTRIBUTE:VALUE=WEIGHT,... "
+        "(e.g. imd_quintile:1=2,2=1.5)")] = None,
+    prob: ProbOpt = 0.9,
+    fmt: FormatOpt = OutputFormat.csv,
+    out: OutOpt = None,
+    registry: RegistryOpt = None,
+) -> None:
+    """Outreach plan: the units where the capacity finds the most undiagnosed people,
+    with people found, yield and P(in the optimal set)."""
+    from gapmodel.posterior import plan
+
+    weights = _equity_option(equity)
+    view = _posterior_view(version, model, registry)
+    result = _query(lambda: plan(view, capacity, capacity_unit=capacity_unit.value,
+                                 unit=unit.value, level=level, where=where,
+                                 sensitivity=sensitivity, equity=weights, prob=prob))
+    found = result.total["found"]
+    header = {**result.settings, "total": result.total}
+    _emit(result.units, fmt, out, header,
+          f"version {view.version}: {result.total['units']} unit(s), "
+          f"{result.total['contacts']:,} contacts find {found['mean']:,.0f} people "
+          f"({prob:.0%} interval {found['lower']:,.0f} to {found['upper']:,.0f})")
+
+
+@app.command("equity")
+def equity_command(
+    by: Annotated[str, typer.Option("--by", help="attribute or level, e.g. ethnicity")],
+    version: VersionArg = None,
+    model: ModelOpt = None,
+    reference: Annotated[str | None, typer.Option(
+        help="reference group (default: the largest)")] = None,
+    where: WhereOpt = None,
+    inequality: Annotated[bool, typer.Option(
+        help="also the slope and relative index of inequality along --by (ordered)")]
+    = False,
+    prob: ProbOpt = 0.9,
+    fmt: FormatOpt = OutputFormat.csv,
+    out: OutOpt = None,
+    registry: RegistryOpt = None,
+) -> None:
+    """Diagnosis rate per group with ratio and difference against a reference group."""
+    from gapmodel.posterior import equity as equity_table
+    from gapmodel.posterior import inequality as inequality_table
+
+    view = _posterior_view(version, model, registry)
+    table = _query(lambda: equity_table(view, by=by, reference=reference, where=where,
+                                        prob=prob))
+    header = dict(table.attrs)
+    note = (f"version {view.version}: diagnosis rates by {by} against "
+            f"{table.attrs['reference']}, {prob:.0%} intervals")
+    if inequality:
+        index = _query(lambda: inequality_table(view, by, where=where, prob=prob))
+        header["inequality"] = {**index.attrs, "rows": index.reset_index().to_dict("records")}
+        for name, row in index.iterrows():
+            note += (f"\n{name.upper()} {row['mean']:.3f} ({prob:.0%} interval "
+                     f"{row['lower']:.3f} to {row['upper']:.3f}) from "
+                     f"{index.attrs['order'][0]} to {index.attrs['order'][-1]}")
+    _emit(table, fmt, out, header, note)
+
+
 def main() -> None:
     app()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 from pathlib import Path
 
@@ -212,3 +213,80 @@ def test_registry_keeps_area_covariates_and_loads_versions_without_them(tmp_path
     old = store.load(version_id)
     assert old.covariates is None
     assert "imd_decile" not in PosteriorView.from_version(old).columns()
+
+
+# -- command line --------------------------------------------------------------------------
+
+
+@pytest.fixture
+def registry(tmp_path: Path) -> tuple[Path, str]:
+    dataset = load_dataset(write_tiny(tmp_path / "tiny"))
+    store = Registry(tmp_path / "registry")
+    version_id = store.save(fake_result(dataset), dataset, save_posterior=False)
+    store.promote(version_id, force=True, reason="command line tests")
+    return store.root, version_id
+
+
+def run(*args: str):
+    from typer.testing import CliRunner
+
+    from gapmodel.cli import app
+
+    return CliRunner().invoke(app, list(args))
+
+
+def test_cli_estimates_csv_json_and_parquet(registry, tmp_path: Path):
+    root, version_id = registry
+    result = run("estimates", "--registry", str(root), "--level", "pcn",
+                 "--where", "sex == 'F'", "--exceed", "5")
+    assert result.exit_code == 0, result.output
+    table = pd.read_csv(io.StringIO(result.stdout))
+    assert list(table["pcn"]) == ["N1", "N2"] and "p_undiagnosed_gt_5" in table
+    assert version_id in result.stderr
+    result = run("estimates", version_id, "--registry", str(root), "--format", "json")
+    payload = json.loads(result.stdout)
+    assert payload["version"] == version_id and payload["prob"] == 0.9
+    assert len(payload["rows"]) == 1
+    out = tmp_path / "by_area.parquet"
+    result = run("estimates", "--model", "tiny", "--registry", str(root), "--by", "practice",
+                 "--by", "sex", "--format", "parquet", "--out", str(out))
+    assert result.exit_code == 0, result.output
+    assert len(pd.read_parquet(out)) == 6
+
+
+def test_cli_targets_and_equity(registry):
+    root, _ = registry
+    result = run("targets", "--registry", str(root), "--capacity", "40",
+                 "--unit", "area_stratum", "--equity", "sex:M=2", "--format", "json")
+    assert result.exit_code == 0, result.output
+    payload = json.loads(result.stdout)
+    assert payload["total"]["contacts"] == sum(r["contacts"] for r in payload["rows"]) <= 40
+    assert payload["equity"] == {"attribute": "sex", "weights": {"M": 2.0}}
+    result = run("targets", "--registry", str(root), "--capacity", "2",
+                 "--capacity-unit", "areas")
+    assert result.exit_code == 0, result.output
+    assert "contacts find" in result.stderr
+    result = run("equity", "--registry", str(root), "--by", "sex", "--reference", "F",
+                 "--inequality", "--format", "json")
+    assert result.exit_code == 0, result.output
+    payload = json.loads(result.stdout)
+    assert payload["reference"] == "F" and payload["inequality"]["order"] == ["F", "M"]
+    assert "SII" in result.stderr
+
+
+@pytest.mark.parametrize(("args", "code", "message"), [
+    (("estimates", "--where", "colour == 'red'"), 2, "unknown column 'colour'"),
+    (("estimates", "--where", "sex =="), 2, "cannot read the filter"),
+    (("estimates", "no-such-version"), 1, "no version 'no-such-version'"),
+    (("estimates", "--model", "other"), 1, "no active version"),
+    (("estimates", "--format", "parquet"), 2, "needs --out"),
+    (("targets", "--capacity", "10", "--equity", "sex"), 2, "--equity is"),
+    (("targets", "--capacity", "10", "--level", "sex"), 2, "not an area level"),
+    (("equity", "--by", "sex", "--reference", "X"), 2, "reference 'X'"),
+])
+def test_cli_errors_are_messages_not_tracebacks(registry, args, code, message):
+    root, _ = registry
+    result = run(*args, "--registry", str(root))
+    assert result.exit_code == code, result.output
+    assert message in result.stderr
+    assert "Traceback" not in result.output
