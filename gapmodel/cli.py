@@ -552,5 +552,27 @@ def equity_command(
     _emit(table, fmt, out, header, note)
 
 
+# -- commands of other installed packages (entry points "gapmodel.commands") --------------
+
+
+def _add_plugins() -> None:
+    """Add each entry point of group ``gapmodel.commands``: a Typer app becomes a command
+    group, a function a command. The library itself knows none of them by name."""
+    from importlib.metadata import entry_points
+
+    for entry in entry_points(group="gapmodel.commands"):
+        try:
+            command = entry.load()
+        except ImportError:
+            continue  # a plugin whose dependencies are missing adds nothing
+        if isinstance(command, typer.Typer):
+            app.add_typer(command, name=entry.name)
+        else:
+            app.command(entry.name)(command)
+
+
+_add_plugins()
+
+
 def main() -> None:
     app()
