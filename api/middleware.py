@@ -34,27 +34,32 @@ class BodySizeLimit:
             await error_response(413, message)(scope, receive, send)
             return
         received = 0
-        started = False
+        exceeded = answered = False
 
         async def limited() -> Message:
-            nonlocal received
+            nonlocal received, exceeded
             msg = await receive()
             if msg["type"] == "http.request":
                 received += len(msg.get("body", b""))
                 if received > self.limit:
+                    exceeded = True
                     raise BodyTooLarge
             return msg
 
         async def watch(msg: Message) -> None:
-            nonlocal started
-            if msg["type"] == "http.response.start":
-                started = True
-            await send(msg)
+            # once over the limit, whatever the app answers (a parse error) becomes 413
+            nonlocal answered
+            if not exceeded:
+                answered = answered or msg["type"] == "http.response.start"
+                await send(msg)
+            elif msg["type"] == "http.response.start" and not answered:
+                answered = True
+                await error_response(413, message)(scope, receive, send)
 
         try:
             await self.app(scope, limited, watch)
         except BodyTooLarge:
-            if not started:
+            if not answered:
                 await error_response(413, message)(scope, receive, send)
 
 
