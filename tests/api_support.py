@@ -13,8 +13,6 @@ from test_report import CHAINS, DRAWS, make_cells, make_draws, make_idata, save_
 from api.db import ROLES, Database
 from api.main import create_app
 from api.settings import Settings
-from gapmodel.data import Dataset
-from gapmodel.fit import CellDraws, FitResult, diagnose
 from gapmodel.registry import Registry, Version
 from gapmodel.spec import ModelSpec
 
@@ -67,7 +65,7 @@ def settings_for(tmp: Path, **overrides: Any) -> Settings:
     values: dict[str, Any] = {
         "registry": tmp / "registry", "database_url": f"sqlite:///{tmp / 'api.db'}",
         "datasets_dir": tmp / "datasets", "specs_dir": tmp / "specs",
-        "fit_function": "api_support:fake_fit", "log_level": "WARNING"}
+        "fit_function": "api_fakes:fake_fit", "log_level": "WARNING"}
     values.update(overrides)
     return Settings(**values)
 
@@ -82,36 +80,6 @@ def make_keys(database_url: str) -> dict[str, str]:
 
 def app_for(settings: Settings):
     return create_app(settings)
-
-
-def fake_fit(dataset: Dataset, spec: ModelSpec, *, progress: bool = True,
-             method: str = "nuts") -> FitResult:
-    """A stand-in for gapmodel.fit.fit: hand-made draws for the dataset's cells, a gate
-    that passes. Runs in the worker process like the real one."""
-    rng = np.random.default_rng(spec.sampler.seed)
-    n = len(dataset.cells)
-    pop = dataset.cells["population"].to_numpy(float)
-    n_draws = spec.derived_draws
-    recorded = np.round(pop * 0.2)[None, :] + np.zeros((n_draws, n))
-    undiagnosed = rng.binomial(np.maximum(pop - recorded, 0).astype(np.int64), 0.05)
-    f32 = np.float32
-    draws = CellDraws(expected=(recorded + undiagnosed).astype(f32),
-                      recorded=recorded.astype(f32), undiagnosed=undiagnosed.astype(f32),
-                      pi=np.full((n_draws, n), 0.3, f32), theta=np.full((n_draws, n), 0.7, f32))
-    idata = make_idata(rng, ["a", "b"], mixing=True)
-    total = undiagnosed.sum(axis=1).astype(float)[:CHAINS * DRAWS].reshape(CHAINS, -1)
-    table, gate = diagnose(idata, np.resize(total, (CHAINS, DRAWS)), spec)
-    gate = {**gate, "passed": True, "failures": []}
-    return FitResult(spec=spec, dataset_hash=dataset.hash, idata=idata, diagnostics=table,
-                     gate=gate, draws=draws, timings={"sample": 0.0}, method=method)
-
-
-def slow_fit(dataset: Dataset, spec: ModelSpec, **kwargs: Any) -> FitResult:
-    """A fit that takes long enough to be cancelled while it runs."""
-    import time
-
-    time.sleep(120)
-    return fake_fit(dataset, spec, **kwargs)
 
 
 class Env:
