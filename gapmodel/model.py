@@ -195,9 +195,32 @@ def _constant_effects(groups: np.ndarray, n_groups: int, data: ModelData,
     return total
 
 
-def _overall_detection(data: ModelData, expected_cases: np.ndarray) -> float:
-    recorded = float(((data.obs_lo + data.obs_hi) / 2.0).sum())
-    return float(np.clip(recorded / max(expected_cases.sum(), 1.0), 0.05, 0.95))
+def _ridge_slopes(data: ModelData, groups: np.ndarray, n_groups: int) -> np.ndarray:
+    """Per group of cells (-1: none), lambda = (1 - prevalence) / (1 - detection): along
+    the ridge registers leave open, d logit pi = -d logit theta / lambda keeps pi * theta
+    fixed. Prevalence from the evidence (the prior centre); detection from the registers,
+    each count shared over its cells in proportion to their expected cases (so registers
+    of totals give every group the same detection)."""
+    logit_rate = reference_prior_centre(data)[data.cell_ref] + data.cell_offset_fixed
+    has = data.cell_offset_group >= 0
+    rr_mean = data.offset_groups["log_rr_mean"].to_numpy() if len(data.offset_groups) \
+        else np.zeros(1)
+    logit_rate = logit_rate + np.where(has, rr_mean[np.maximum(data.cell_offset_group, 0)], 0)
+    expected = data.population / (1.0 + np.exp(-logit_rate))
+    count = (data.obs_lo + data.obs_hi) / 2.0
+    obs_expected = np.bincount(data.pair_obs, weights=expected[data.pair_cell],
+                               minlength=len(count))
+    share = expected[data.pair_cell] / np.maximum(obs_expected[data.pair_obs], 1e-12)
+    recorded = np.bincount(data.pair_cell, weights=count[data.pair_obs] * share,
+                           minlength=data.n_cells)
+    keep = groups >= 0
+
+    def total(values: np.ndarray) -> np.ndarray:
+        return np.bincount(groups[keep], weights=values[keep], minlength=n_groups)
+
+    prevalence = total(expected) / np.maximum(total(data.population), 1.0)
+    detection = np.clip(total(recorded) / np.maximum(total(expected), 1e-12), 0.05, 0.95)
+    return (1.0 - prevalence) / (1.0 - detection)
 
 
 def _sheared_offsets(data: ModelData, effects: dict[str, pt.TensorVariable]
@@ -210,10 +233,7 @@ def _sheared_offsets(data: ModelData, effects: dict[str, pt.TensorVariable]
     mean, sd = groups["log_rr_mean"].to_numpy(), groups["log_rr_sd"].to_numpy()
     level = _constant_effects(data.cell_offset_group, len(groups), data, effects) \
         if data.resolves_strata else pt.zeros(len(groups))
-    prevalence = 1.0 / (1.0 + np.exp(-reference_prior_centre(data)))
-    pop_rate = np.bincount(data.cell_ref, weights=data.population) @ prevalence / \
-        data.population.sum()
-    slope = (1.0 - pop_rate) / (1.0 - _overall_detection(data, data.population * pop_rate))
+    slope = _ridge_slopes(data, data.cell_offset_group, len(groups))
     free = pm.Flat("log_rr_sheared", shape=len(groups))
     log_rr = pm.Deterministic("log_rr", mean + free - level / slope)
     pm.Potential("log_rr_prior", pm.logp(pm.Normal.dist(mean, sd), log_rr).sum())
@@ -226,7 +246,7 @@ def _sheared_alpha(spec: ModelSpec, data: ModelData, gamma0,
 
     Registers pin pi * theta, so within the evidence's uncertainty a higher prevalence in
     reference stratum k goes with a lower detection there:
-    d logit pi ~ -d eta_k / lambda_k, lambda_k = (1 - pi_k) / (1 - theta), where eta_k is
+    d logit pi ~ -d eta_k / lambda_k, lambda_k = (1 - pi_k) / (1 - theta_k), where eta_k is
     the stratum's detection level (intercept plus the group effects that are constant
     within k, e.g. age band and sex). Sampling alpha directly leaves that ridge as long
     diagonals; here alpha_k = m_k + a_k - (eta_k - eta0_k) / lambda_k with a_k the sampled
@@ -237,9 +257,7 @@ def _sheared_alpha(spec: ModelSpec, data: ModelData, gamma0,
     level = gamma0 + pt.zeros(len(centre))
     if data.resolves_strata:  # registers by stratum: each stratum has its own ridge
         level = level + _constant_effects(data.cell_ref, len(centre), data, effects)
-    rate = 1.0 / (1.0 + np.exp(-centre))
-    expected = np.bincount(data.cell_ref, weights=data.population, minlength=len(centre))
-    slope = (1.0 - rate) / (1.0 - _overall_detection(data, expected * rate))
+    slope = _ridge_slopes(data, data.cell_ref, len(centre))
     free = pm.Flat("alpha_sheared", dims="ref_stratum")
     start = spec.detection.intercept.mu
     alpha = pm.Deterministic("alpha", centre + free - (level - start) / slope,
