@@ -22,11 +22,12 @@ def interval(values: np.ndarray, prob: float = PROB) -> dict[str, float]:
 
 def intervals(values: np.ndarray, prob: float = PROB, axis: int = -1
               ) -> dict[str, np.ndarray]:
-    """Mean, sd and the equal-tailed interval of draws along `axis` (many at once)."""
+    """Mean, sd and the equal-tailed interval of draws along `axis` (many at once), in
+    float64 whatever the draws' precision."""
     tail = (1 - prob) / 2
-    lo, hi = np.quantile(values, [tail, 1 - tail], axis=axis)
-    return {"mean": np.mean(values, axis=axis), "sd": np.std(values, axis=axis),
-            "lower": lo, "upper": hi}
+    lo, hi = np.quantile(values, [tail, 1 - tail], axis=axis).astype(np.float64)
+    return {"mean": np.mean(values, axis=axis, dtype=np.float64),
+            "sd": np.std(values, axis=axis, dtype=np.float64), "lower": lo, "upper": hi}
 
 
 def totals(draws: CellDraws, prob: float = PROB) -> dict[str, dict[str, float]]:

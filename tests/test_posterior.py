@@ -82,6 +82,20 @@ def test_groups_by_two_columns_with_filters():
         check_row(row, brute_force(draws, population, mask))
 
 
+def test_chunks_of_groups_match_one_aggregate():
+    view, _, _ = make_view(n_draws=100)
+    whole = view.aggregate(["area", "stratum"])
+    chunks = list(view.aggregate_chunks(["area", "stratum"], max_values=700))
+    assert len(chunks) == -(-whole.n_groups // 7) and all(c.n_groups <= 7 for c in chunks)
+    pd.testing.assert_frame_equal(pd.concat([c.keys for c in chunks], ignore_index=True),
+                                  whole.keys)
+    for name in ("recorded", "undiagnosed"):
+        np.testing.assert_array_equal(np.concatenate([getattr(c, name) for c in chunks]),
+                                      getattr(whole, name))
+    np.testing.assert_array_equal(np.concatenate([c.population for c in chunks]),
+                                  whole.population)
+
+
 def test_expression_forms_agree():
     view, cells, _ = make_view()
     forms = ["not (ethnicity != 'Black') & (age_band == '40-59' | age_band == '60-79')",

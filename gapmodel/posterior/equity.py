@@ -97,6 +97,7 @@ def inequality(view: PosteriorView, attribute: str = "imd_quintile",
 
 def slope_index(rate: np.ndarray, cases: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """SII and RII per draw from groups x draws rates and case counts (groups ranked)."""
+    rate, cases = np.asarray(rate, np.float64), np.asarray(cases, np.float64)
     share = cases / cases.sum(axis=0)
     ridit = np.cumsum(share, axis=0) - share / 2
     x_bar = (share * ridit).sum(axis=0)

@@ -34,9 +34,9 @@ def nns_columns(yield_draws: np.ndarray, prob: float) -> dict[str, np.ndarray]:
     its mean the mean of 1 / yield (inf when any draw finds no one).
     """
     tail = (1 - prob) / 2
-    lo, hi = np.quantile(yield_draws, [tail, 1 - tail], axis=1)
+    lo, hi = np.quantile(yield_draws, [tail, 1 - tail], axis=1).astype(np.float64)
     with np.errstate(divide="ignore", invalid="ignore"):
-        nns = 1.0 / yield_draws
+        nns = 1.0 / yield_draws.astype(np.float64)
         mean = nns.mean(axis=1)
         sd = np.where(np.isfinite(mean), nns.std(axis=1), np.nan)
         return {"number_needed_to_screen_mean": mean, "number_needed_to_screen_sd": sd,
@@ -84,8 +84,9 @@ def estimates(view: PosteriorView, by: str | Sequence[str] | None = None,
     prob = check_prob(prob)
     columns = view.resolve_by(by)
     exceed = [float(k) for k in exceed]
-    agg = view.aggregate(columns, view.select(where, areas))
-    table = measure_table(agg, prob, exceed)
+    mask = view.select(where, areas)
+    table = pd.concat([measure_table(agg, prob, exceed)
+                       for agg in view.aggregate_chunks(columns, mask)], ignore_index=True)
     table.attrs = {"version": view.version, "prob": prob, "draws": view.n_draws,
                    "by": columns, "where": where if isinstance(where, str | None) else
                    dict(where), "areas": list(areas) if areas is not None else None}

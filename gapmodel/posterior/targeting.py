@@ -77,25 +77,27 @@ def plan(view: PosteriorView, capacity: float,
     gain = found_rate if weights is None else \
         np.nan_to_num(ratio(agg.weighted_undiagnosed, unregistered), nan=0.0)
     if equity == "least_diagnosed":
-        overall = agg.recorded.sum(axis=0) / agg.expected.sum(axis=0)
-        unit_weight = np.nan_to_num(ratio(np.full(agg.n_groups, overall.mean()),
-                                          np.nanmean(agg.diagnosis_rate, axis=1)), nan=1.0)
+        overall = agg.recorded.sum(axis=0, dtype=np.float64) \
+            / agg.expected.sum(axis=0, dtype=np.float64)
+        unit_rate = np.nanmean(agg.diagnosis_rate, axis=1, dtype=np.float64)
+        unit_weight = np.nan_to_num(ratio(np.full(agg.n_groups, overall.mean()), unit_rate),
+                                    nan=1.0).astype(np.float32)
         gain = gain * unit_weight[:, None]
-    room = np.floor(unregistered.mean(axis=1))
+    room = np.floor(unregistered.mean(axis=1, dtype=np.float64))
     capacity = int(capacity)
     if capacity_unit == "contacts":
-        score = gain.mean(axis=1)
+        score = gain.mean(axis=1, dtype=np.float64)
         contacts = fill(score, room, capacity)
         p_optimal = p_optimal_contacts(gain, room, capacity)
     else:
         value = gain * unregistered
-        score = value.mean(axis=1)
+        score = value.mean(axis=1, dtype=np.float64)
         order = _descending(score, room > 0)[:capacity]
         contacts = np.zeros(agg.n_groups)
         contacts[order] = room[order]
         p_optimal = p_top(value, capacity, eligible=room > 0)
-    found = contacts[:, None] * found_rate * sensitivity
     chosen = _descending(score, contacts > 0)
+    found = contacts[chosen, None] * found_rate[chosen].astype(np.float64) * sensitivity
     table = agg.keys.iloc[chosen].reset_index(drop=True)
     if unit == "area_stratum":
         table = _with_attributes(view, table)
@@ -103,13 +105,14 @@ def plan(view: PosteriorView, capacity: float,
     table["population"] = agg.population[chosen].round().astype(np.int64)
     table["unregistered"] = room[chosen].astype(np.int64)
     if equity is not None:
-        table["weight"] = ratio(gain[chosen].mean(axis=1), found_rate[chosen].mean(axis=1))
+        table["weight"] = ratio(gain[chosen].mean(axis=1, dtype=np.float64),
+                                found_rate[chosen].mean(axis=1, dtype=np.float64))
     table["contacts"] = contacts[chosen].astype(np.int64)
-    columns = summary_columns("found", found[chosen], prob)
+    columns = summary_columns("found", found, prob)
     columns |= summary_columns("yield", found_rate[chosen], prob)
     table = pd.concat([table, pd.DataFrame(columns)], axis=1)
     table["p_optimal"] = p_optimal[chosen]
-    total = interval(found[chosen].sum(axis=0), prob)
+    total = interval(found.sum(axis=0), prob)
     settings = {"version": view.version, "prob": prob, "capacity": capacity,
                 "capacity_unit": capacity_unit, "unit": unit, "level": level,
                 "sensitivity": sensitivity, "equity": equity,
@@ -136,7 +139,7 @@ def top_n(view: PosteriorView, n: int, level: str = "area", by: str = "undiagnos
     values = getattr(agg, by)
     sign = -1.0 if RANKABLE[by] else 1.0
     score = np.nan_to_num(sign * values, nan=-np.inf)
-    mean = np.nanmean(values, axis=1) if np.isnan(values).any() else values.mean(axis=1)
+    mean = np.nanmean(values, axis=1, dtype=np.float64)
     n = int(n)
     order = _descending(np.nan_to_num(sign * mean, nan=-np.inf),
                         np.ones(agg.n_groups, bool))[:n]
@@ -166,28 +169,35 @@ def fill(score: np.ndarray, room: np.ndarray, capacity: int) -> np.ndarray:
 def p_optimal_contacts(gain: np.ndarray, room: np.ndarray, capacity: int) -> np.ndarray:
     """Share of draws in which each unit gets contacts in that draw's greedy allocation.
 
-    Units that rank below, in every draw, all units of some set holding the capacity can
-    never be chosen; they are dropped before the per-draw sort (exact, and much faster
-    for many units).
+    Exact without sorting every unit in every draw: any set of units gives, in each draw,
+    a floor (the gain at which its own greedy fill reaches the capacity) below which no
+    unit can be chosen in that draw. The units first by mean gain that hold twice the
+    capacity give a floor close to the draw's own threshold; only the (unit, draw) pairs
+    at or above it are sorted.
     """
-    n_units = gain.shape[0]
+    n_units, n_draws = gain.shape
     eligible = room > 0
     p = np.zeros(n_units)
     if room[eligible].sum() <= capacity:
         p[eligible] = (gain[eligible] > 0).mean(axis=1)
         return p
-    order = _descending(gain.mean(axis=1), eligible)
-    reach = np.searchsorted(np.cumsum(room[order]), capacity)
-    floor = gain[order[:reach + 1]].min(axis=0)
-    candidates = np.flatnonzero(eligible & (gain >= floor).any(axis=1))
-    sub = gain[candidates]
-    ranked = np.argsort(-sub, axis=0, kind="stable")
-    rooms = room[candidates][ranked]
-    taken = ((np.cumsum(rooms, axis=0) - rooms) < capacity) \
-        & (np.take_along_axis(sub, ranked, axis=0) > 0)
-    selected = np.zeros_like(taken)
-    np.put_along_axis(selected, ranked, taken, axis=0)
-    p[candidates] = selected.mean(axis=1)
+    order = _descending(gain.mean(axis=1, dtype=np.float64), eligible)
+    held = np.cumsum(room[order])
+    leaders = order[:np.searchsorted(held, min(2 * capacity, held[-1])) + 1]
+    lead = gain[leaders]
+    ranked = np.argsort(-lead, axis=0, kind="stable")
+    reach = np.argmax(np.cumsum(room[leaders][ranked], axis=0) >= capacity, axis=0)
+    floor = np.take_along_axis(lead, ranked, axis=0)[reach, np.arange(n_draws)]
+    draw, unit = np.nonzero((gain >= floor).T & eligible)  # draw-major
+    value = gain[unit, draw].astype(np.float64)
+    # one sort: by draw, then by gain, highest first (1 / (1 + gain) lies in (0, 1])
+    sort = np.argsort(draw + 1.0 / (1.0 + np.maximum(value, 0.0)), kind="stable")
+    unit, draw, value = unit[sort], draw[sort], value[sort]
+    rooms = room[unit]
+    cum = np.cumsum(rooms)
+    start = np.concatenate([[0.0], cum])[np.searchsorted(draw, np.arange(n_draws))]
+    taken = (cum - rooms - start[draw] < capacity) & (value > 0)
+    p += np.bincount(unit[taken], minlength=n_units) / n_draws
     return p
 
 

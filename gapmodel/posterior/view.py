@@ -5,16 +5,17 @@ recorded and undiagnosed draws: every sum is taken per draw over the chosen cell
 ratios and intervals of any group respect the joint posterior. True cases are recorded +
 undiagnosed (as `gapmodel.fit.derive` makes them), so only those two are stored.
 
-Sums accumulate in float32 (the draws' own precision) and are returned as float64: the
-relative rounding error of a sum over n cells is about 6e-8 sqrt(n) (2e-5 at 100,000
-cells), far below the Monte Carlo error of 1,000 draws.
+Sums accumulate in float32, the draws' own precision: the relative rounding error of a
+sum over n cells is about 6e-8 sqrt(n) (2e-5 at 100,000 cells), far below the Monte
+Carlo error of 1,000 draws. Summaries of them are taken in float64.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -44,15 +45,17 @@ def natural_key(label: str) -> tuple:
 
 
 def ratio(num: np.ndarray, den: np.ndarray) -> np.ndarray:
-    """num / den, NaN where den is not positive."""
-    out = np.full(np.broadcast(num, den).shape, np.nan)
+    """num / den (in their precision, at least float32), NaN where den is not positive."""
+    dtype = np.result_type(num, den, np.float32)
+    out = np.full(np.broadcast(num, den).shape, np.nan, dtype=dtype)
     np.divide(num, den, out=out, where=den > 0)
     return out
 
 
 @dataclass(frozen=True, eq=False)
 class Aggregate:
-    """Per-group sums of cell draws (groups x draws, float64) and group sizes."""
+    """Per-group sums of cell draws (groups x draws, float32 like the draws) and group
+    sizes; derived per-draw quantities are computed once, on first use."""
 
     keys: pd.DataFrame
     cells: np.ndarray
@@ -65,23 +68,24 @@ class Aggregate:
     def n_groups(self) -> int:
         return len(self.keys)
 
-    @property
+    @cached_property
     def expected(self) -> np.ndarray:
         """True cases per draw: recorded + undiagnosed."""
         return self.recorded + self.undiagnosed
 
-    @property
+    @cached_property
     def unregistered(self) -> np.ndarray:
         """People not on the register per draw: population - recorded, and never fewer
         than the undiagnosed (recorded shares of a register count are fractional, so in a
         tiny cell N - R can fall below the whole number of people drawn undiagnosed)."""
-        return np.maximum(self.population[:, None] - self.recorded, self.undiagnosed)
+        population = self.population.astype(self.recorded.dtype)[:, None]
+        return np.maximum(population - self.recorded, self.undiagnosed)
 
-    @property
+    @cached_property
     def diagnosis_rate(self) -> np.ndarray:
         return ratio(self.recorded, self.expected)
 
-    @property
+    @cached_property
     def yield_per_contact(self) -> np.ndarray:
         """Undiagnosed per person not on the register, per draw."""
         return ratio(self.undiagnosed, self.unregistered)
@@ -248,30 +252,59 @@ class PosteriorView:
                                          (("where", where), ("areas", areas)) if v))
         return mask
 
+    def grouping(self, by: Sequence[str], mask: np.ndarray | None = None
+                 ) -> tuple[pd.DataFrame, np.ndarray, np.ndarray]:
+        """Group keys (sorted), each selected cell's group and the selected cells."""
+        index = np.flatnonzero(mask) if mask is not None else np.arange(len(self.cells))
+        if not by:
+            return pd.DataFrame(index=range(1)), np.zeros(len(index), np.int64), index
+        parts = [self.codes(name) for name in by]
+        dims = [len(labels) for _, labels in parts]
+        combined = np.ravel_multi_index([codes[index] for codes, _ in parts], dims)
+        uniq, group = np.unique(combined, return_inverse=True)
+        positions = np.unravel_index(uniq, dims)
+        keys = pd.DataFrame({name: labels[pos].astype(str) for name, (_, labels), pos
+                             in zip(by, parts, positions, strict=True)})
+        return keys, group.ravel(), index
+
     def aggregate(self, by: Sequence[str], mask: np.ndarray | None = None,
                   weights: np.ndarray | None = None) -> Aggregate:
         """Per-draw sums over the selected cells of each group of `by` (canonical names).
 
         `weights` (per cell) adds the weighted sum of undiagnosed draws.
         """
-        index = np.flatnonzero(mask) if mask is not None else np.arange(len(self.cells))
-        if by:
-            parts = [self.codes(name) for name in by]
-            dims = [len(labels) for _, labels in parts]
-            combined = np.ravel_multi_index([codes[index] for codes, _ in parts], dims)
-            uniq, group = np.unique(combined, return_inverse=True)
-            positions = np.unravel_index(uniq, dims)
-            keys = pd.DataFrame({name: labels[pos].astype(str) for name, (_, labels), pos
-                                 in zip(by, parts, positions, strict=True)})
-        else:
-            group = np.zeros(len(index), dtype=np.int64)
-            keys = pd.DataFrame(index=range(1))
+        keys, group, index = self.grouping(by, mask)
+        return self._sums(keys, group, index, weights)
+
+    def aggregate_chunks(self, by: Sequence[str], mask: np.ndarray | None = None,
+                         max_values: int = 1 << 22) -> Iterator[Aggregate]:
+        """`aggregate` in consecutive runs of groups of at most `max_values` group draws
+        each, so that summaries of very many groups (cells, say) use bounded memory."""
+        keys, group, index = self.grouping(by, mask)
+        size = max(1, max_values // max(self.n_draws, 1))
+        if len(keys) <= size:
+            yield self._sums(keys, group, index)
+            return
+        order = np.argsort(group, kind="stable")
+        starts = np.arange(0, len(keys) + size, size)
+        bounds = np.searchsorted(group[order], np.minimum(starts, len(keys)))
+        for first, lo, hi in zip(starts[:-1], bounds[:-1], bounds[1:], strict=True):
+            if first >= len(keys):
+                break
+            chunk = order[lo:hi]
+            yield self._sums(keys.iloc[first:first + size].reset_index(drop=True),
+                             group[chunk] - first, index[chunk])
+
+    def _sums(self, keys: pd.DataFrame, group: np.ndarray, index: np.ndarray,
+              weights: np.ndarray | None = None) -> Aggregate:
         n_groups = len(keys)
         shape = (n_groups, len(self.cells))
 
         def total(values: np.ndarray, data: np.ndarray) -> np.ndarray:
-            matrix = sp.csr_matrix((data, (group, index)), shape=shape)
-            return np.asarray(matrix @ values, dtype=np.float64)
+            # column-major: the product reads the cells' rows in order, once, whichever
+            # way groups interleave
+            matrix = sp.csc_matrix((data, (group, index)), shape=shape)
+            return np.asarray(matrix @ values)
 
         ones = np.ones(len(index), dtype=np.float32)
         weighted = None
