@@ -108,9 +108,21 @@ def test_slope_index_uses_per_draw_case_shares():
     np.testing.assert_allclose(sii, [0.4, 0.4])
 
 
+def test_order_may_name_groups_without_cells():
+    view, _, _ = make_view(covariates=True)
+    labels = view.labels("imd_decile")
+    assert labels[:10] == [str(d) for d in range(1, 11)]
+    present = view.aggregate(["imd_decile"]).keys["imd_decile"].tolist()
+    assert len(present) < 10  # 6 areas cannot fill 10 deciles
+    table = inequality(view, "imd_decile", order=labels[:10][::-1])
+    assert table.attrs["order"] == sorted(present, key=int)[::-1]
+
+
 def test_inequality_errors():
     view, _, _ = make_view()
     with pytest.raises(QueryError, match="order must list"):
         inequality(view, "age_band", order=["40-59"])
+    with pytest.raises(QueryError, match="order must list"):
+        inequality(view, "age_band", order=["40-59", "60-79", "90+"])
     with pytest.raises(QueryError, match="at least two groups"):
         inequality(view, "age_band", where="age_band == '40-59'")

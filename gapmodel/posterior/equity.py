@@ -62,10 +62,11 @@ def inequality(view: PosteriorView, attribute: str = "imd_quintile",
     ordered attribute, per draw, with intervals.
 
     Groups are ranked in `order` (default: natural order of the labels, e.g. quintile
-    1..5, decile 1..10). In each draw, each group sits at the midpoint of its cumulative
-    share of true cases (its ridit, 0 to 1), and a least-squares line weighted by those
-    shares is fitted to the groups' diagnosis rates: SII is the slope (the fitted rate at
-    rank 1 minus at rank 0) and RII the fitted rate at rank 1 over that at rank 0. For
+    1..5, decile 1..10; groups it names that have no cells in the selection are
+    skipped). In each draw, each group sits at the midpoint of its cumulative share of
+    true cases (its ridit, 0 to 1), and a least-squares line weighted by those shares is
+    fitted to the groups' diagnosis rates: SII is the slope (the fitted rate at rank 1
+    minus at rank 0) and RII the fitted rate at rank 1 over that at rank 0. For
     ``imd_quintile`` (1 = most deprived) a positive SII means the less deprived are
     diagnosed more; for ``<covariate>_decile`` rank 0 is the lowest value.
     ``p_increasing``: the probability that the rate rises from rank 0 to rank 1.
@@ -77,10 +78,12 @@ def inequality(view: PosteriorView, attribute: str = "imd_quintile",
     if order is None:
         ranked = sorted(labels, key=natural_key)
     else:
-        ranked = [str(v) for v in order]
-        if sorted(ranked) != sorted(labels):
-            raise QueryError(f"order must list each group of '{column}' in the selection "
-                             f"once: {', '.join(labels)}")
+        given = [str(v) for v in order]
+        known = set(view.labels(column))
+        if len(set(given)) != len(given) or not set(labels) <= set(given) <= known:
+            raise QueryError(f"order must list each group of '{column}' once, at least "
+                             f"those in the selection: {', '.join(labels)}")
+        ranked = [v for v in given if v in labels]  # groups without cells drop out
     if len(ranked) < 2:
         raise QueryError(f"inequality needs at least two groups of '{column}'")
     index = [labels.index(v) for v in ranked]
