@@ -1,0 +1,40 @@
+# The gapmodel HTTP service: `gapmodel serve` over the registry in /data (a volume).
+FROM python:3.12-slim
+
+# g++: PyTensor compiles the model's C code when fits run (fit jobs, the CLI). Debian's
+# current package of the base image's release (not pinned, so security fixes apply).
+# hadolint ignore=DL3008
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends g++ \
+    && rm -rf /var/lib/apt/lists/*
+
+ENV PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    PIP_NO_CACHE_DIR=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1
+
+WORKDIR /app
+COPY pyproject.toml README.md ./
+COPY gapmodel ./gapmodel
+COPY api ./api
+RUN pip install .
+
+# Model specs (models/*.yaml) are the service's named specs; fitted versions, the SQLite
+# database (when DATABASE_URL is not set) and uploaded datasets live under /data.
+COPY models/*.yaml ./models/
+RUN groupadd --gid 10001 gapmodel \
+    && useradd --create-home --uid 10001 --gid 10001 gapmodel \
+    && mkdir -p /data/registry /data/datasets \
+    && chown -R gapmodel:gapmodel /data
+ENV GAPMODEL_REGISTRY=/data/registry \
+    GAPMODEL_DATASETS_DIR=/data/datasets \
+    DATABASE_URL=sqlite:////data/gapmodel.db \
+    PYTENSOR_FLAGS=base_compiledir=/tmp/pytensor
+USER 10001:10001
+VOLUME ["/data"]
+EXPOSE 8000
+
+HEALTHCHECK --interval=30s --timeout=5s --start-period=30s --retries=3 \
+    CMD ["python", "-c", "import urllib.request; urllib.request.urlopen('http://127.0.0.1:8000/health', timeout=4)"]
+
+CMD ["gapmodel", "serve", "--host", "0.0.0.0", "--port", "8000"]
