@@ -75,6 +75,12 @@ class JobRunner:
         future.add_done_callback(partial(self._done, job.id, dataset_dir))
 
     def _done(self, job_id: str, dataset_dir: str | None, future: Future) -> None:
+        """Done callback. It may run in the pool's management thread while that holds the
+        pool's shutdown lock, so the work (which may rebuild the pool) goes to a thread."""
+        threading.Thread(target=self._finish, args=(job_id, dataset_dir, future),
+                         name=f"fit-job-{job_id[:8]}", daemon=True).start()
+
+    def _finish(self, job_id: str, dataset_dir: str | None, future: Future) -> None:
         with self._lock:
             self._futures.pop(job_id, None)
         if future.cancelled():
