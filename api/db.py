@@ -87,6 +87,7 @@ class FitJob(Base):
     version: Mapped[str | None] = mapped_column(String(100), default=None)
     promoted: Mapped[bool] = mapped_column(default=False)
     gate: Mapped[dict[str, Any] | None] = mapped_column(JSON, default=None)
+    diagnostics: Mapped[list[dict[str, Any]] | None] = mapped_column(JSON, default=None)
     error: Mapped[str | None] = mapped_column(Text, default=None)
 
 

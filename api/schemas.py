@@ -297,6 +297,8 @@ class FitJobOut(_Out):
     version: str | None
     promoted: bool
     gate: dict[str, Any] | None
+    diagnostics: list[dict[str, Any]] | None = Field(
+        description="ArviZ summary per monitored parameter, once the fit is done")
     error: str | None
 
 

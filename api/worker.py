@@ -93,5 +93,7 @@ def _run(db: Database, job_id: str, registry: str, fit_function: str,
         promoted = True
     db.update_job(job_id, unless=FINAL, status="succeeded", finished=now(), phase="done",
                   progress=1.0, version=version, promoted=promoted,
-                  gate=finite(result.gate))
+                  gate=finite(result.gate),
+                  diagnostics=finite(result.diagnostics.reset_index(names="parameter")
+                                     .to_dict("records")))
     return "succeeded"

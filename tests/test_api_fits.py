@@ -48,6 +48,7 @@ def test_a_fit_job_runs_saves_and_promotes_when_asked(tmp_path):
         assert done["status"] == "succeeded", done["error"]
         assert done["progress"] == 1.0 and done["phase"] == "done"
         assert done["gate"]["passed"] is True and done["promoted"] is True
+        assert {"parameter", "r_hat", "ess_bulk"} <= set(done["diagnostics"][0])
         store = Registry(env.settings.registry)
         assert store.active_id("tiny_fit") == done["version"]
         assert store.load(done["version"]).meta["dataset"]["hash"] == digest
