@@ -13,7 +13,7 @@ from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 from starlette.concurrency import run_in_threadpool
 
-from api import errors
+from api import dashboard, errors
 from api.db import Database
 from api.jobs import JobRunner
 from api.metrics import Metrics, MetricsMiddleware
@@ -71,6 +71,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     for router in (health.router, models.router, queries.router, registry.router,
                    datasets.router, fits.router, admin.router):
         app.include_router(router)
+    dashboard.install(app)
     if settings.cors_origins:
         app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origins,
                            allow_methods=["GET", "POST", "DELETE"],

@@ -8,10 +8,19 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import AliasChoices, Field
+from pydantic import AliasChoices, BaseModel, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEFAULT_DATA_DIR = Path("models")
+
+
+class BoundarySource(BaseModel):
+    """A GeoJSON file of one area level's boundaries (WGS84 lon/lat) for the dashboard's
+    map, and the feature properties holding the area code and, optionally, its name."""
+
+    path: Path
+    code: str = "code"
+    name: str | None = None
 
 
 class Settings(BaseSettings):
@@ -45,3 +54,7 @@ class Settings(BaseSettings):
     preload: bool = Field(True, description="load every active version at start-up")
     log_level: str = "INFO"
     page_size_max: int = Field(5000, ge=1)
+    boundaries: dict[str, BoundarySource] = Field(
+        default_factory=dict, description="dashboard maps: area level -> GeoJSON file and "
+        "its code property, e.g. {\"sub_icb\": {\"path\": \"...geojson\", \"code\": "
+        "\"LOC22CD\", \"name\": \"LOC22NM\"}}")
