@@ -14,15 +14,27 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import numpy as np
 import pandas as pd
 import pytest
-from api_support import MODEL, make_keys, make_version, start_env
+from api_support import MODEL, make_keys, make_version, set_gate, start_env
+from conftest import shared_data_dir
 from test_api_server import free_port
-from test_report import ARTIFACTS, CHROMIUM
+from test_report import (
+    ARTIFACTS,
+    CHAINS,
+    CHROMIUM,
+    DRAWS,
+    make_cells,
+    make_draws,
+    make_idata,
+    save_version,
+)
 
 from api.dashboard.boundaries import load_all, read_boundaries
 from api.settings import BoundarySource
-from gapmodel.registry import Registry
+from gapmodel.registry import Registry, Version
+from gapmodel.spec import ModelSpec
 
 ROOT = Path(__file__).parents[1]
 PCNS = ("N01", "N02", "N03")
@@ -57,8 +69,6 @@ SUBICB = "subicb22_england_boundaries_simplified.geojson"
 
 @pytest.mark.realdata
 def test_england_sub_icb_boundaries_carry_the_models_codes():
-    from conftest import shared_data_dir
-
     data = shared_data_dir()
     if data is None or not (data / SUBICB).is_file():
         pytest.skip("England data not found: set GAPMODEL_DATA_DIR or provide "
@@ -121,6 +131,29 @@ def test_page_statics_key_and_boundaries_routes(tmp_path):
 
 # -- in a browser -------------------------------------------------------------------------
 
+def england_subicb_version(root: Path, boundaries: Path) -> Version:
+    """A hand-made version of the England sub-ICB hypertension spec whose areas are the
+    sub-ICB codes of the boundary file (draws made up; for drawing the map only)."""
+    rng = np.random.default_rng(3)
+    features = json.loads(boundaries.read_text())["features"]
+    codes = sorted(f["properties"]["LOC22CD"] for f in features)
+    areas = pd.DataFrame({"area": codes, "icb": [f"Q{i % 42:02d}" for i in range(len(codes))]})
+    bands = ["16-34", "35-44", "45-54", "55-64", "65-74", "75+"]
+    strata = pd.DataFrame([(f"{b}|{x}", b, x) for b in bands for x in ("F", "M")],
+                          columns=["stratum", "age_band", "sex"])
+    cells = make_cells(areas, strata, rng)
+    spec = ModelSpec.from_yaml(ROOT / "models" / "hypertension_england_subicb.yaml")
+    spec = spec.model_copy(update={"sampler": spec.sampler.model_copy(
+        update={"chains": CHAINS, "draws": DRAWS, "tune": DRAWS})})
+    summary = {"levels": {"sub_icb": len(codes), "icb": 42}, "reference_rows": 12,
+               "attributes": {"age_band": bands, "sex": ["F", "M"]},
+               "censoring": {"exact": len(codes)}}
+    version = save_version(root, spec, cells, make_draws(cells, rng, "totals"),
+                           make_idata(rng, list(strata["stratum"]), mixing=True),
+                           summary=summary)
+    return set_gate(version, True)
+
+
 def wait_for(url: str, server: subprocess.Popen, timeout: float = 120) -> None:
     deadline = time.monotonic() + timeout
     while True:
@@ -145,6 +178,13 @@ def served(tmp_path_factory) -> Iterator[dict[str, Any]]:
     keys = make_keys(url)
     port = free_port()
     boundaries = boundary_setting(write_boundaries(tmp / "pcn.geojson"))
+    data = shared_data_dir()
+    england = None
+    if data is not None and (data / SUBICB).is_file():
+        england = england_subicb_version(tmp / "registry", data / SUBICB).id
+        Registry(tmp / "registry").promote(england)
+        boundaries["sub_icb"] = {"path": str(data / SUBICB), "code": "LOC22CD",
+                                 "name": "LOC22NM"}
     env = {**os.environ, "GAPMODEL_REGISTRY": str(tmp / "registry"), "DATABASE_URL": url,
            "GAPMODEL_DATASETS_DIR": str(tmp / "datasets"),
            "GAPMODEL_BOUNDARIES": json.dumps(boundaries)}
@@ -155,7 +195,7 @@ def served(tmp_path_factory) -> Iterator[dict[str, Any]]:
     base = f"http://127.0.0.1:{port}"
     try:
         wait_for(f"{base}/ready", server)
-        yield {"base": base, "keys": keys, "version": version.id}
+        yield {"base": base, "keys": keys, "version": version.id, "england": england}
     finally:
         server.send_signal(signal.SIGINT)
         try:
@@ -335,5 +375,30 @@ def test_a_viewer_sees_small_counts_suppressed(browser, served):
     assert "outreach role" in page.locator("#plan-denied").inner_text()
     page.click("#tab-map")
     page.wait_for_selector("#map svg path.area")
+    assert not errors, errors
+    page.close()
+
+
+@pytest.mark.browser
+@pytest.mark.realdata
+def test_england_sub_icb_map_from_the_shared_boundaries(browser, served):
+    if served["england"] is None:
+        pytest.skip("England data not found: set GAPMODEL_DATA_DIR or provide "
+                    "../shared/data beside the repository")
+    page, errors = open_signed_in(browser, served, "analyst")
+    page.select_option("#model", "hypertension_england_subicb")
+    page.wait_for_function("v => document.getElementById('prov-line').textContent"
+                           ".includes(v)", arg=served["england"])
+    assert page.locator("#map-level").input_value() == "sub_icb"
+    page.wait_for_function("() => document.querySelectorAll('#map svg path.area')"
+                           ".length === 106")
+    labels = page.locator("#map svg path.area").evaluate_all(
+        "nodes => nodes.map(n => n.getAttribute('aria-label'))")
+    assert all("diagnosis rate" in label and "90% interval" in label for label in labels)
+    assert any(label.startswith("NHS South Yorkshire ICB - 02P (E38000006)")
+               for label in labels)
+    box = page.locator("#map svg").bounding_box()
+    assert box["height"] > box["width"]  # England is taller than wide
+    shot(page, "map_england_sub_icb")
     assert not errors, errors
     page.close()

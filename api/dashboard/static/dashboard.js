@@ -237,7 +237,7 @@ function sourceLine(id, response, extra = "") {
 }
 
 function levelLabel(level) {
-  return level.replace(/_/g, " ").replace(/\bicb\b/gi, "ICB").replace(/\bpcn\b/gi, "PCN")
+  return level.replace(/^sub_icb$/, "sub-ICB").replace(/_/g, " ").replace(/\bicb\b/gi, "ICB").replace(/\bpcn\b/gi, "PCN")
     .replace(/\bimd\b/gi, "IMD");
 }
 
