@@ -29,6 +29,9 @@ from gapmodel.graph import Graph
 from gapmodel.likelihood import binomial_logpmf, interval_logp
 from gapmodel.spec import AreaEffect, GroupEffect, ModelSpec, NormalPrior
 
+#: Registered cases an area needs to take part in the anchors of `_anchored_prior`.
+MIN_ANCHOR_COUNT = 50
+
 #: Free parameters monitored by the convergence gate (those present in a given model).
 HYPERPARAMETERS = ("alpha", "log_rr", "beta_pi", "gamma0", "sigma_group", "beta_theta",
                    "sigma_u", "rho_bym2", "sigma_level", "mu_rho", "sigma_rho",
@@ -195,12 +198,11 @@ def _constant_effects(groups: np.ndarray, n_groups: int, data: ModelData,
     return total
 
 
-def _ridge_slopes(data: ModelData, groups: np.ndarray, n_groups: int) -> np.ndarray:
-    """Per group of cells (-1: none), lambda = (1 - prevalence) / (1 - detection): along
-    the ridge registers leave open, d logit pi = -d logit theta / lambda keeps pi * theta
-    fixed. Prevalence from the evidence (the prior centre); detection from the registers,
-    each count shared over its cells in proportion to their expected cases (so registers
-    of totals give every group the same detection)."""
+def _group_rates(data: ModelData, groups: np.ndarray, n_groups: int
+                 ) -> tuple[np.ndarray, np.ndarray]:
+    """Per group of cells (-1: none): prevalence from the evidence (the prior centre) and
+    detection from the registers, each count shared over its cells in proportion to their
+    expected cases (so registers of totals give every group the same detection)."""
     logit_rate = reference_prior_centre(data)[data.cell_ref] + data.cell_offset_fixed
     has = data.cell_offset_group >= 0
     rr_mean = data.offset_groups["log_rr_mean"].to_numpy() if len(data.offset_groups) \
@@ -220,6 +222,13 @@ def _ridge_slopes(data: ModelData, groups: np.ndarray, n_groups: int) -> np.ndar
 
     prevalence = total(expected) / np.maximum(total(data.population), 1.0)
     detection = np.clip(total(recorded) / np.maximum(total(expected), 1e-12), 0.05, 0.95)
+    return prevalence, detection
+
+
+def _ridge_slopes(data: ModelData, groups: np.ndarray, n_groups: int) -> np.ndarray:
+    """Per group of cells, lambda = (1 - prevalence) / (1 - detection): along the ridge
+    registers leave open, d logit pi = -d logit theta / lambda keeps pi * theta fixed."""
+    prevalence, detection = _group_rates(data, groups, n_groups)
     return (1.0 - prevalence) / (1.0 - detection)
 
 
@@ -439,7 +448,24 @@ def _logit(p):
     return pt.log(p) - pt.log1p(-p)
 
 
-def _reference_evidence(data: ModelData, logit_pi_ref, logit_theta_ref, spec: ModelSpec):
+def _treated_share(spec: ModelSpec, data: ModelData, gamma0) -> pt.TensorVariable:
+    """logit tau, the treated share of the diagnosed, sampled along its ridge with the
+    detection intercept: evidence on the treated share of all cases pins theta * tau, so
+    d logit tau = -d logit theta (1 - theta) / (1 - tau). Unit Jacobian; the prior stays
+    on tau itself."""
+    prior = spec.detection.treated
+    _, detection = _group_rates(data, np.zeros(data.n_cells, dtype=int), 1)
+    treated = 1.0 / (1.0 + np.exp(-prior.mu))
+    slope = (1.0 - detection[0]) / (1.0 - treated)
+    free = pm.Flat("logit_treated_sheared")
+    tau = pm.Deterministic("logit_treated", prior.mu + free
+                           - (gamma0 - spec.detection.intercept.mu) * slope)
+    pm.Potential("logit_treated_prior", pm.logp(pm.Normal.dist(prior.mu, prior.sigma), tau))
+    return tau
+
+
+def _reference_evidence(data: ModelData, logit_pi_ref, logit_theta_ref, spec: ModelSpec,
+                        gamma0):
     """Survey counts (with design effect) or published rates with their 95% interval."""
     ref = data.reference
     pos = {k: i for i, k in enumerate(data.ref_strata)}
@@ -449,8 +475,7 @@ def _reference_evidence(data: ModelData, logit_pi_ref, logit_theta_ref, spec: Mo
         if rows.empty:
             continue
         if measure == "treated":
-            tau = pm.Normal("logit_treated", spec.detection.treated.mu,
-                            spec.detection.treated.sigma)
+            tau = _treated_share(spec, data, gamma0)
             target = _logit(pm.math.sigmoid(logit_theta_ref) * pm.math.sigmoid(tau))
         missing = sorted(set(rows["ref_stratum"]) - set(pos))
         if missing:
@@ -510,8 +535,9 @@ def build_model(dataset: Dataset, spec: ModelSpec) -> tuple[pm.Model, ModelData]
         # Area-level detection: intercept + covariates + area effect. With a centred area
         # effect the intercept and covariates are its mean (hierarchical centring), which
         # removes the ridge between them and the data-pinned area effects.
+        anchored = spec.detection.area.anchor
         covariate_term = pt.zeros(len(data.areas))
-        if data.x_theta.shape[1]:
+        if data.x_theta.shape[1] and not anchored:
             covariate_term = data.x_theta @ _coefficients(
                 "beta_theta", list(spec.detection.covariates.values()), "cov_theta")
         pi = pm.math.sigmoid(logit_pi)
@@ -528,8 +554,9 @@ def build_model(dataset: Dataset, spec: ModelSpec) -> tuple[pm.Model, ModelData]
             return _register_loglik(data, mu, concentration)
 
         if spec.detection.area.collapse:
-            mean, sigma = _area_prior(spec, data, dataset, gamma0, covariate_term)
             start = _recorded_rate_root(data, pi, group_term)
+            mean, sigma = _anchored_prior(spec, data, gamma0, start) if anchored else \
+                _area_prior(spec, data, dataset, gamma0, covariate_term)
             area_logit = laplace_collapse(register_loglik, mean, sigma, start)
         else:
             area_logit = _area_effect(spec, data, dataset, gamma0, covariate_term)
@@ -545,7 +572,7 @@ def build_model(dataset: Dataset, spec: ModelSpec) -> tuple[pm.Model, ModelData]
         cases_ref = pt.inc_subtensor(pt.zeros(n_ref)[data.cell_ref], cases)
         found_ref = pt.inc_subtensor(pt.zeros(n_ref)[data.cell_ref], cases * theta)
         _reference_evidence(data, _logit(cases_ref / np.maximum(pop_ref, 1.0)),
-                            _logit(found_ref / pt.maximum(cases_ref, 1e-9)), spec)
+                            _logit(found_ref / pt.maximum(cases_ref, 1e-9)), spec, gamma0)
     return model, data
 
 
@@ -575,11 +602,74 @@ def _area_prior(spec: ModelSpec, data: ModelData, dataset: Dataset, intercept,
     return parent + covariate_term, sigma
 
 
-def _recorded_rate_root(data: ModelData, pi, group_term, steps: int = 4
-                        ) -> pt.TensorVariable:
-    """Per area, the u that makes the expected recorded total equal the registers' total
-    (midpoints of censored counts): Newton steps on the logit scale, where the equation is
-    nearly linear. A starting point for the Laplace modes."""
+def _anchored_prior(spec: ModelSpec, data: ModelData, intercept, root
+                    ) -> tuple[pt.TensorVariable, pt.TensorVariable]:
+    """Mean and sd of the collapsed area effects, with every term sampled relative to what
+    the registers alone say of it.
+
+    `root` (each area's u matching its register total given prevalence) moves with the
+    prevalence and detection intercepts; regressing it on the level's units and the
+    detection covariates (a fixed linear map) gives level effects and coefficients that
+    move with it, and the sampled coordinates are offsets from those: unit Jacobian. The
+    scales are the residuals' root mean square times exp(offset), Jacobian sigma. Priors
+    stay on the original parameters, so the model is unchanged; only the geometry is:
+    a shift of the intercept, or of one stratum's prevalence, no longer needs every level
+    effect, coefficient and scale to move in step."""
+    area = spec.detection.area
+    priors = list(spec.detection.covariates.values())
+    n_cov = data.x_theta.shape[1]
+    levels = list(area.levels) if area.type == "nested" else []
+    if levels:
+        index, n_units = data.level_index[levels[0]], data.level_sizes[levels[0]]
+        units = np.zeros((len(data.areas), n_units))
+        units[np.arange(len(data.areas)), index] = 1.0
+    else:
+        index, units = np.zeros(len(data.areas), dtype=int), np.ones((len(data.areas), 1))
+    # areas with few registered cases say little of their own effect (their root may lie
+    # far out): they take no part in the anchors
+    reliable = (_area_totals(data)[1] >= MIN_ANCHOR_COUNT).astype(float)
+    projection = np.linalg.pinv(np.column_stack([units, data.x_theta]) * reliable[:, None]) \
+        * reliable[None, :]
+    root = pt.clip(root, -10.0, 10.0)
+    estimate = pt.dot(projection, root)
+    fixed = np.array([p.sigma == 0 for p in priors], dtype=bool)
+    beta = pt.as_tensor(np.array([p.mu for p in priors]))
+    if n_cov and not fixed.all():
+        free = np.flatnonzero(~fixed)
+        offset = pm.Flat("anchor_beta_theta", shape=len(free))
+        beta = pt.set_subtensor(beta[free], estimate[units.shape[1]:][free] + offset)
+        mu = np.array([p.mu for p in priors])[free]
+        sd = np.array([p.sigma for p in priors])[free]
+        pm.Potential("beta_theta_prior", pm.logp(pm.Normal.dist(mu, sd), beta[free]).sum())
+        pm.Deterministic("beta_theta", beta, dims="cov_theta")
+    covariate_term = pt.dot(data.x_theta, beta) if n_cov else 0.0
+
+    def scale(name: str, residuals, weights=None) -> pt.TensorVariable:
+        if weights is None:
+            rms = pt.sqrt(pt.mean(residuals**2) + 1e-6)
+        else:
+            rms = pt.sqrt(pt.sum(weights * residuals**2) / max(weights.sum(), 1.0) + 1e-6)
+        log_ratio = pm.Flat(f"anchor_{name}")
+        sigma = pm.Deterministic(name, rms * pt.exp(log_ratio))
+        pm.Potential(f"{name}_prior", pm.logp(pm.HalfNormal.dist(area.sigma), sigma)
+                     + pt.log(sigma))
+        return sigma
+
+    if levels:
+        offset = pm.Flat(f"anchor_v_{levels[0]}", shape=n_units)
+        unit_effect = pm.Deterministic(f"v_{levels[0]}", estimate[:n_units] + offset)
+        s_level = scale(f"sigma_level_{levels[0]}", unit_effect - intercept)
+        pm.Potential(f"v_{levels[0]}_prior",
+                     pm.logp(pm.Normal.dist(intercept, s_level), unit_effect).sum())
+        mean = unit_effect[index] + covariate_term
+    else:
+        mean = intercept + covariate_term + pt.zeros(len(data.areas))
+    return mean, scale("sigma_u", root - mean, reliable)
+
+
+def _area_totals(data: ModelData) -> tuple[np.ndarray, np.ndarray]:
+    """Per area: population and registered total (midpoints of censored counts), for
+    registers whose counts each lie within one area."""
     n_areas = len(data.areas)
     population = np.bincount(data.cell_area, weights=data.population, minlength=n_areas)
     obs_area = np.zeros(len(data.obs_lo), dtype=int)
@@ -588,6 +678,16 @@ def _recorded_rate_root(data: ModelData, pi, group_term, steps: int = 4
     counted[data.pair_obs] = True
     total = np.bincount(obs_area[counted], minlength=n_areas,
                         weights=((data.obs_lo + data.obs_hi) / 2.0)[counted])
+    return population, total
+
+
+def _recorded_rate_root(data: ModelData, pi, group_term, steps: int = 4
+                        ) -> pt.TensorVariable:
+    """Per area, the u that makes the expected recorded total equal the registers' total
+    (midpoints of censored counts): Newton steps on the logit scale, where the equation is
+    nearly linear. A starting point for the Laplace modes."""
+    n_areas = len(data.areas)
+    population, total = _area_totals(data)
     target = np.clip(total / np.maximum(population, 1.0), 1e-6, 1 - 1e-6)
     cases = data.population * pi
 

@@ -46,6 +46,9 @@ class AreaEffect(_Spec):
     collapse: bool = Field(False, description="integrate the area effects out with a Laplace "
                            "approximation per area (iid or nested; each register count within "
                            "one area); right when every area has thousands of people")
+    anchor: bool = Field(False, description="with collapse: sample the level effects, "
+                         "detection covariates and scales relative to what the registers "
+                         "alone say of them (an exact reparametrisation)")
 
 
 class Prevalence(_Spec):
@@ -142,6 +145,8 @@ class ModelSpec(_Spec):
             raise ValueError("detection.area: nested effects need 'levels'")
         if area.collapse and area.type not in ("iid", "nested"):
             raise ValueError("detection.area: collapse works for iid or nested effects")
+        if area.anchor and not (area.collapse and len(area.levels) <= 1):
+            raise ValueError("detection.area: anchor needs collapse and at most one level")
         return self
 
     @classmethod
