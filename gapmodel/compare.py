@@ -149,7 +149,8 @@ def pointwise_model(dataset: Dataset, spec: ModelSpec) -> PointwiseModel:
 
 
 def log_likelihood(idata: xr.DataTree, dataset: Dataset, spec: ModelSpec) -> xr.Dataset:
-    """The pointwise register log-likelihood (chain, draw, unit) for every posterior draw."""
+    """The pointwise register log-likelihood (chain, draw, unit) for every posterior draw,
+    in float64 (2,000 draws of 35,000 observations take 560 MB)."""
     built = pointwise_model(dataset, spec)
     posterior = idata.posterior.to_dataset() if isinstance(idata, xr.DataTree) else idata
     out = pm.compute_deterministics(posterior, var_names=[POINTWISE], model=built.model,
@@ -221,7 +222,7 @@ class RegisterCheck:
 
 def predictive_check(idata: xr.DataTree, dataset: Dataset, spec: ModelSpec, *,
                      prob: float = PROB, max_draws: int = 500, seed: int = 0,
-                     chunk: int = 100) -> RegisterCheck:
+                     chunk: int = 250) -> RegisterCheck:
     """Predictive register counts R_o ~ (Beta-)Binomial(N_o, mu_o / N_o) for up to
     `max_draws` evenly thinned posterior draws, with mu_o from the draw's pi, theta and
     recording completeness (collapsed area effects drawn from their conditional posterior,

@@ -68,7 +68,8 @@ def test_england_hypertension(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     data = shared_data_dir()
     if data is None:
         pytest.skip("the England data directory is absent (GAPMODEL_DATA_DIR or ../shared/data)")
+    # the Laplace-collapsed England model compiles for minutes whatever the draws
     run_notebook("02_england_hypertension.ipynb", tmp_path, monkeypatch,
-                 GAPMODEL_DATA_DIR=str(data))
+                 GAPMODEL_DATA_DIR=str(data), GAPMODEL_NB_DRAWS="15", GAPMODEL_NB_TUNE="15")
     assert (tmp_path / "out" / "england_hypertension_report" / "index.html").exists()
     assert os.listdir(tmp_path / "registry" / "hypertension_england_pcn")
