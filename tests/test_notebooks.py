@@ -10,8 +10,6 @@ import pytest
 from conftest import shared_data_dir
 from nbclient import NotebookClient
 
-pytestmark = pytest.mark.slow
-
 NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"
 TINY = {"GAPMODEL_NB_DRAWS": "30", "GAPMODEL_NB_TUNE": "30", "GAPMODEL_NB_CHAINS": "2",
         "GAPMODEL_NB_AREAS": "20", "GAPMODEL_NB_PROGRESS": "0",
@@ -49,6 +47,7 @@ def test_notebooks_are_stored_without_outputs(name: str):
             assert not cell.outputs and cell.execution_count is None, name
 
 
+@pytest.mark.slow
 def test_quickstart(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     book = run_notebook("01_quickstart.ipynb", tmp_path, monkeypatch)
     assert (tmp_path / "out" / "quickstart_report" / "index.html").exists()
@@ -56,6 +55,7 @@ def test_quickstart(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     assert "FAILED" in text_outputs(book)  # 2 x 30 draws cannot pass the gate
 
 
+@pytest.mark.slow
 def test_recalibrate_compare(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     book = run_notebook("03_recalibrate_compare.ipynb", tmp_path, monkeypatch)
     versions = list((tmp_path / "registry" / "synthetic_icb").glob("*/meta.json"))
@@ -64,12 +64,14 @@ def test_recalibrate_compare(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     assert "elpd" in text_outputs(book)
 
 
+@pytest.mark.slow
+@pytest.mark.realdata
 def test_england_hypertension(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     data = shared_data_dir()
     if data is None:
         pytest.skip("the England data directory is absent (GAPMODEL_DATA_DIR or ../shared/data)")
-    # the Laplace-collapsed England model compiles for minutes whatever the draws
+    # each draw of the Laplace-collapsed England model costs seconds until adapted
     run_notebook("02_england_hypertension.ipynb", tmp_path, monkeypatch,
-                 GAPMODEL_DATA_DIR=str(data), GAPMODEL_NB_DRAWS="15", GAPMODEL_NB_TUNE="15")
+                 GAPMODEL_DATA_DIR=str(data), GAPMODEL_NB_DRAWS="5", GAPMODEL_NB_TUNE="5")
     assert (tmp_path / "out" / "england_hypertension_report" / "index.html").exists()
     assert os.listdir(tmp_path / "registry" / "hypertension_england_pcn")
