@@ -54,11 +54,12 @@ def fits(tiny_data):
     return out
 
 
-def collapsed_spec() -> ModelSpec:
+def collapsed_spec(anchor: bool = False) -> ModelSpec:
     spec = ModelSpec.from_yaml("models/synthetic_icb.yaml")
     detection = spec.detection.model_copy(update={
         "area": spec.detection.area.model_validate(
-            {"type": "nested", "levels": ["pcn"], "sigma": 0.5, "collapse": True}),
+            {"type": "nested", "levels": ["pcn"], "sigma": 0.5, "collapse": True,
+             "anchor": anchor}),
         "groups": {k: v for k, v in spec.detection.groups.items() if k in ("age_band", "sex")}})
     return spec.model_copy(update={"detection": detection, "missing": None})
 
@@ -85,9 +86,10 @@ def test_terms_sum_to_the_register_potential(tiny_data):
         assert count == int((tiny_data.observations["population"] > 0).sum())
 
 
-def test_collapsed_terms_are_per_area_laplace_marginals():
+@pytest.mark.parametrize("anchor", [False, True])
+def test_collapsed_terms_are_per_area_laplace_marginals(anchor: bool):
     dataset = simulate(16, seed=2, register="totals").dataset
-    unit, count = _sums_match_potential(dataset, collapsed_spec(), points=2)
+    unit, count = _sums_match_potential(dataset, collapsed_spec(anchor), points=2)
     assert unit == "area"
     assert count == len(dataset.areas)
 
