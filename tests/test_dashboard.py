@@ -127,6 +127,22 @@ def test_page_statics_key_and_boundaries_routes(tmp_path):
         missing = env.get("/dashboard/boundaries/icb", role="viewer")
         assert missing.status_code == 404 and missing.json()["error"]["code"] == "not_found"
         assert "/dashboard/key" not in env.client.get("/openapi.json").json()["paths"]
+        # estimates as GeoJSON: one feature per PCN, its shape and its estimates
+        url = f"/v1/models/{version.meta['model']}/estimates?level=pcn&format=geojson"
+        collection = env.get(url, role="analyst")
+        assert collection.headers["content-type"].startswith("application/geo+json")
+        features = collection.json()["features"]
+        table = env.get(url.replace("geojson", "json"), role="analyst").json()["rows"]
+        assert [f["properties"]["group"]["pcn"] for f in features] == \
+            [r["group"]["pcn"] for r in table]
+        assert all(f["geometry"]["type"] == "MultiPolygon" for f in features)
+        assert features[0]["properties"]["undiagnosed"] == table[0]["undiagnosed"]
+        assert features[0]["properties"]["name"] == f"Network {table[0]['group']['pcn']}"
+        for bad in ("level=sub_icb", "level=pcn&level=sex", ""):
+            refused = env.get(f"/v1/models/{version.meta['model']}/estimates?{bad}"
+                              "&format=geojson", role="analyst")
+            assert refused.status_code == 422, bad
+            assert refused.json()["error"]["code"] == "invalid_query"
 
 
 # -- in a browser -------------------------------------------------------------------------

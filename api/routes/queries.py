@@ -5,7 +5,8 @@ from __future__ import annotations
 from typing import Annotated, Any, Literal
 
 import pandas as pd
-from fastapi import APIRouter, Depends, Query, Response
+from fastapi import APIRouter, Depends, Query, Request, Response
+from fastapi.responses import JSONResponse
 
 from api.auth import require
 from api.db import ApiKey
@@ -26,7 +27,8 @@ from gapmodel.posterior.queries import exceed_label
 router = APIRouter(prefix="/v1", tags=["queries"])
 ESTIMATE_MEASURES = ("expected", "recorded", "undiagnosed", "diagnosis_rate",
                      "yield_per_contact", "number_needed_to_screen")
-FILE_TYPES = {"csv": "text/csv; charset=utf-8", "parquet": "application/vnd.apache.parquet"}
+FILE_TYPES = {"csv": "text/csv; charset=utf-8", "parquet": "application/vnd.apache.parquet",
+              "geojson": "application/geo+json"}
 READ_ERRORS = error_responses(401, 403, 404, 409, 422)
 Viewer = Annotated[ApiKey, Depends(require("viewer"))]
 Outreach = Annotated[ApiKey, Depends(require("outreach"))]
@@ -64,6 +66,25 @@ def estimate_rows(table: pd.DataFrame, view: PosteriorView,
     return rows
 
 
+def to_geojson(rows: list[dict[str, Any]], level: str, request: Request) -> dict[str, Any]:
+    """Estimates as a GeoJSON FeatureCollection: one feature per row of a level with
+    configured boundaries (GAPMODEL_BOUNDARIES), its estimates as properties."""
+    bounds = getattr(request.app.state, "boundaries", {}).get(level)
+    if bounds is None:
+        configured = ", ".join(getattr(request.app.state, "boundaries", {})) or "none"
+        raise ApiError(422, f"format=geojson needs boundaries for level '{level}' "
+                       f"(configured: {configured})", code="invalid_query")
+    shapes = {f["code"]: f for f in bounds["features"]}
+    features = []
+    for row in rows:
+        shape = shapes.get(str(row["group"].get(level)))
+        geometry = {"type": "MultiPolygon", "coordinates": shape["polygons"]} \
+            if shape else None
+        properties = {**row, "name": shape["name"] if shape else None}
+        features.append({"type": "Feature", "geometry": geometry, "properties": properties})
+    return {"type": "FeatureCollection", "features": features}
+
+
 def sort_table(table: pd.DataFrame, sort: str | None) -> pd.DataFrame:
     if not sort:
         return table
@@ -77,9 +98,10 @@ def sort_table(table: pd.DataFrame, sort: str | None) -> pd.DataFrame:
 
 @router.get("/models/{model}/estimates", response_model=EstimatesResponse,
             responses={**READ_ERRORS, 200: {"content": {t: {} for t in FILE_TYPES.values()},
-                                            "description": "JSON, CSV or Parquet"}})
+                                            "description": "JSON, CSV, Parquet or "
+                                            "GeoJSON (one level with boundaries)"}})
 def get_estimates(
-    model: str, key: Viewer, svc: Svc, response: Response,
+    model: str, key: Viewer, svc: Svc, response: Response, request: Request,
     level: Annotated[list[str] | None, Query(
         description="group by these levels or attributes (repeat or comma-separate); "
         "none: one total row")] = None,
@@ -97,7 +119,7 @@ def get_estimates(
     page: Annotated[int, Query(ge=1, le=10**6)] = 1,
     page_size: Annotated[int | None, Query(ge=1, le=100_000, description="default 100 "
                                            "for JSON, every row for files")] = None,
-    format: Annotated[Literal["json", "csv", "parquet"], Query()] = "json",
+    format: Annotated[Literal["json", "csv", "parquet", "geojson"], Query()] = "json",
     version: Annotated[str | None, Query(description="default: the active version")]
     = None,
 ) -> Any:
@@ -121,6 +143,13 @@ def get_estimates(
                svc.settings.page_size_max if format == "json" else 10**6)
     window = table.iloc[(page - 1) * size: page * size].reset_index(drop=True)
     headers = {"X-Model-Version": view.version, "X-Total-Rows": str(total)}
+    if format == "geojson":
+        by = split(level) or []
+        if len(by) != 1:
+            raise ApiError(422, "format=geojson needs exactly one level", code="invalid_query")
+        name = view.aliases.get(by[0], by[0])
+        return JSONResponse(to_geojson(estimate_rows(window, view, ks), name, request),
+                            media_type=FILE_TYPES["geojson"], headers=headers)
     if format != "json":
         body = to_csv(window) if format == "csv" else to_parquet(window)
         headers["Content-Disposition"] = (f'attachment; filename="{model}-{view.version}'
