@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import logging
 import secrets
 import uuid
 from collections.abc import Iterator
@@ -12,9 +13,23 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, ClassVar
 
-from sqlalchemy import JSON, DateTime, Float, Integer, String, Text, create_engine, event, select
+from sqlalchemy import (
+    JSON,
+    DateTime,
+    Float,
+    Integer,
+    String,
+    Text,
+    create_engine,
+    event,
+    inspect,
+    select,
+    text,
+)
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
+
+log = logging.getLogger("api.db")
 
 ROLES = ("viewer", "outreach", "analyst", "admin")
 JOB_STATES = ("queued", "running", "succeeded", "failed", "cancelled")
@@ -117,6 +132,37 @@ def make_engine(url: str) -> Engine:
     return create_engine(url, pool_pre_ping=True)
 
 
+def add_missing_columns(engine: Engine) -> list[str]:
+    """Bring a database made by an earlier version up to date where that is additive:
+    columns this version has and the database lacks are added (nullable or with their
+    default). Anything else (a dropped or retyped column) is refused with a clear error
+    rather than a failure at the first query."""
+    found = inspect(engine)
+    added = []
+    for table in Base.metadata.sorted_tables:
+        if not found.has_table(table.name):
+            continue
+        have = {c["name"] for c in found.get_columns(table.name)}
+        for column in table.columns:
+            if column.name in have:
+                continue
+            default = column.default.arg if column.default is not None and \
+                column.default.is_scalar else None
+            if not column.nullable and default is None:
+                raise RuntimeError(f"database {engine.url!r}: table {table.name} lacks the "
+                                   f"required column {column.name}; recreate the database "
+                                   "or migrate it")
+            kind = column.type.compile(dialect=engine.dialect)
+            clause = f" DEFAULT {default!r}" if default is not None else ""
+            with engine.begin() as connection:
+                connection.execute(text(f'ALTER TABLE {table.name} ADD COLUMN '
+                                        f'{column.name} {kind}{clause}'))
+            added.append(f"{table.name}.{column.name}")
+    if added:
+        log.warning("database upgraded: added columns %s", ", ".join(added))
+    return added
+
+
 class Database:
     """Sessions on one engine, and the operations the service needs."""
 
@@ -126,6 +172,7 @@ class Database:
         self.sessions = sessionmaker(self.engine, expire_on_commit=False)
         if create:
             Base.metadata.create_all(self.engine)
+            add_missing_columns(self.engine)
 
     @contextmanager
     def session(self) -> Iterator[Session]:
