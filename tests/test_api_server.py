@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 
 import httpx
-from api_support import MODEL, make_keys, make_version, registry_with_versions
+from api_support import MODEL, make_keys, make_version, registry_with_versions, stop_server
 
 from gapmodel.registry import Registry
 
@@ -57,12 +57,7 @@ def test_uvicorn_serves_estimates_to_a_key(tmp_path):
         assert body["version"] == versions["active"].id and body["total_rows"] == 3
         assert httpx.get(f"{base}/v1/models", timeout=10).status_code == 401
     finally:
-        server.send_signal(signal.SIGINT)
-        try:
-            server.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            server.kill()
-            server.wait()
+        stop_server(server)
 
 
 PROMOTER = textwrap.dedent("""

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -17,7 +16,7 @@ import httpx
 import numpy as np
 import pandas as pd
 import pytest
-from api_support import MODEL, make_keys, make_version, set_gate, start_env
+from api_support import MODEL, make_keys, make_version, set_gate, start_env, stop_server
 from conftest import shared_data_dir
 from test_api_server import free_port
 from test_report import (
@@ -213,12 +212,7 @@ def served(tmp_path_factory) -> Iterator[dict[str, Any]]:
         wait_for(f"{base}/ready", server)
         yield {"base": base, "keys": keys, "version": version.id, "england": england}
     finally:
-        server.send_signal(signal.SIGINT)
-        try:
-            server.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            server.kill()
-            server.wait()
+        stop_server(server)
 
 
 @pytest.fixture(scope="module")

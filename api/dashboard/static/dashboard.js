@@ -497,11 +497,15 @@ function tableParams() {
     version: state.version };
 }
 
+let tableRequest = 0;
+
 async function loadTable() {
   setStatus("table-status", "Loading…");
   const pageSize = 100;
+  const request = ++tableRequest;  // only the latest request may draw the table
   const response = await api(modelPath("estimates"), { params: { ...tableParams(),
     page: state.table.page, page_size: pageSize } });
+  if (request !== tableRequest) return;
   showDisclosure(response);
   const groups = response.rows.length ? Object.keys(response.rows[0].group) : response.by;
   state.table.groups = groups;
