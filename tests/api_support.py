@@ -5,9 +5,12 @@ from __future__ import annotations
 import json
 import signal
 import subprocess
+import sys
+import time
 from pathlib import Path
 from typing import Any
 
+import httpx
 import numpy as np
 import pandas as pd
 from test_report import CHAINS, DRAWS, make_cells, make_draws, make_idata, save_version
@@ -154,3 +157,25 @@ def stop_server(server: subprocess.Popen) -> None:
     except subprocess.TimeoutExpired:
         server.kill()
         server.wait()
+
+
+def start_server(port: int, env: dict[str, str]) -> subprocess.Popen:
+    """`gapmodel serve` as its own process on 127.0.0.1:`port`."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "gapmodel", "serve", "--host", "127.0.0.1", "--port",
+         str(port), "--log-level", "warning"], cwd=Path(__file__).parents[1], env=env,
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+
+
+def wait_for(url: str, server: subprocess.Popen, timeout: float = 120) -> None:
+    """Until `url` answers 200; fails with the server's output if it exits first."""
+    deadline = time.monotonic() + timeout
+    while True:
+        assert server.poll() is None, server.stdout.read().decode()
+        try:
+            if httpx.get(url, timeout=2).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        assert time.monotonic() < deadline, "the server did not start"
+        time.sleep(0.3)

@@ -12,7 +12,15 @@ import time
 from pathlib import Path
 
 import httpx
-from api_support import MODEL, make_keys, make_version, registry_with_versions, stop_server
+from api_support import (
+    MODEL,
+    make_keys,
+    make_version,
+    registry_with_versions,
+    start_server,
+    stop_server,
+    wait_for,
+)
 
 from gapmodel.registry import Registry
 
@@ -32,22 +40,10 @@ def test_uvicorn_serves_estimates_to_a_key(tmp_path):
     port = free_port()
     env = {**os.environ, "GAPMODEL_REGISTRY": str(tmp_path / "registry"),
            "DATABASE_URL": url, "GAPMODEL_DATASETS_DIR": str(tmp_path / "datasets")}
-    server = subprocess.Popen(
-        [sys.executable, "-m", "gapmodel", "serve", "--host", "127.0.0.1", "--port",
-         str(port), "--log-level", "warning"], cwd=ROOT, env=env,
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    server = start_server(port, env)
     base = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 120
-        while True:
-            assert server.poll() is None, server.stdout.read().decode()
-            try:
-                if httpx.get(f"{base}/health", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert time.monotonic() < deadline, "the server did not start"
-            time.sleep(0.3)
+        wait_for(f"{base}/health", server)
         assert httpx.get(f"{base}/ready", timeout=30).status_code == 200
         response = httpx.get(f"{base}/v1/models/{MODEL}/estimates",
                              params={"level": "pcn"},

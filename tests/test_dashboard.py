@@ -5,9 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -16,7 +13,16 @@ import httpx
 import numpy as np
 import pandas as pd
 import pytest
-from api_support import MODEL, make_keys, make_version, set_gate, start_env, stop_server
+from api_support import (
+    MODEL,
+    make_keys,
+    make_version,
+    set_gate,
+    start_env,
+    start_server,
+    stop_server,
+    wait_for,
+)
 from conftest import shared_data_dir
 from test_api_server import free_port
 from test_report import (
@@ -169,19 +175,6 @@ def england_subicb_version(root: Path, boundaries: Path) -> Version:
     return set_gate(version, True)
 
 
-def wait_for(url: str, server: subprocess.Popen, timeout: float = 120) -> None:
-    deadline = time.monotonic() + timeout
-    while True:
-        assert server.poll() is None, server.stdout.read().decode()
-        try:
-            if httpx.get(url, timeout=2).status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        assert time.monotonic() < deadline, "the server did not start"
-        time.sleep(0.3)
-
-
 @pytest.fixture(scope="module")
 def served(tmp_path_factory) -> Iterator[dict[str, Any]]:
     """A real uvicorn process over a small version (some counts small enough to be
@@ -203,10 +196,7 @@ def served(tmp_path_factory) -> Iterator[dict[str, Any]]:
     env = {**os.environ, "GAPMODEL_REGISTRY": str(tmp / "registry"), "DATABASE_URL": url,
            "GAPMODEL_DATASETS_DIR": str(tmp / "datasets"),
            "GAPMODEL_BOUNDARIES": json.dumps(boundaries)}
-    server = subprocess.Popen(
-        [sys.executable, "-m", "gapmodel", "serve", "--host", "127.0.0.1", "--port",
-         str(port), "--log-level", "warning"], cwd=ROOT, env=env,
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    server = start_server(port, env)
     base = f"http://127.0.0.1:{port}"
     try:
         wait_for(f"{base}/ready", server)
