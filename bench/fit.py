@@ -3,13 +3,16 @@
     .venv/bin/python bench/fit.py                      # synthetic default + England PCN
     .venv/bin/python bench/fit.py --specs models/synthetic_icb.yaml --areas 100
     .venv/bin/python bench/fit.py --samplers nutpie pymc --draws 500
+    .venv/bin/python bench/fit.py --parallel 6 --timeout 600   # a machine with cores to spare
 
-Each (spec, sampler) runs in its own process so that peak memory is its own. Prints one
+Each (spec, sampler) runs in its own process so that peak memory is its own; with
+`--parallel N` up to N of them run at once (each samples 2 chains on 2 cores, so use it
+only where N x 2 cores are free), and `--timeout` stops a run that takes longer. Prints one
 table: wall time end to end (build + compile + sampling), compile time where the sampler
 exposes it, min bulk ESS over the gate's hyperparameters (and which one), ESS per
 second of wall time, divergences and peak memory. numpyro needs `pip install -e
-".[bench]"` (JAX); it is skipped with a note when missing. Machines are noisy: compare
-rows of one run, not runs.
+".[bench]"` (JAX, run on the CPU unless JAX_PLATFORMS says otherwise); it is skipped with
+a note when missing. Machines are noisy: compare rows of one run, not runs.
 """
 
 from __future__ import annotations
@@ -17,10 +20,12 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import platform
 import resource
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -91,35 +96,52 @@ def main() -> None:
     parser.add_argument("--areas", type=int, default=None, help="resize simulated specs")
     parser.add_argument("--data", default=os.environ.get("GAPMODEL_DATA_DIR",
                                                          str(ROOT.parent / "shared" / "data")))
+    parser.add_argument("--parallel", type=int, default=1, help="runs at a time")
+    parser.add_argument("--timeout", type=float, default=None, help="seconds per run")
     parser.add_argument("--one", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.one:
         print(json.dumps(run_one(args.specs[0], args.samplers[0], args.draws, args.areas,
                                  args.data)))
         return
-    rows = []
-    for spec in args.specs:
-        for sampler in args.samplers:
-            if sampler == "numpyro" and not _has("numpyro"):
-                rows.append({"spec": Path(spec).stem, "sampler": sampler,
-                             "note": "numpyro not installed (pip install -e '.[bench]')"})
-                continue
-            cmd = [sys.executable, __file__, "--one", "--specs", spec, "--samplers", sampler,
-                   "--draws", str(args.draws), "--data", args.data]
-            if args.areas:
-                cmd += ["--areas", str(args.areas)]
-            done = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
-            if done.returncode:
-                tail = (done.stderr.strip().splitlines() or ["failed"])[-1]
-                rows.append({"spec": Path(spec).stem, "sampler": sampler, "note": tail[:70]})
-            else:
-                rows.append(json.loads(done.stdout.strip().splitlines()[-1]))
-            print("done:", _format(rows[-1]), flush=True)
+    print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores; "
+          f"{args.parallel} run(s) at a time; tune = draws = {args.draws} per chain",
+          flush=True)
+    runs = [(spec, sampler) for spec in args.specs for sampler in args.samplers]
+    with ThreadPoolExecutor(max_workers=args.parallel) as pool:
+        rows = list(pool.map(lambda run: _run(*run, args), runs))
     print()
     print(f"{'spec':28} {'sampler':8} {'cells':>7} {'wall s':>8} {'compile s':>9} "
           f"{'min ESS':>8} {'ESS/s':>7} {'div':>4} {'peak MB':>8}  worst")
     for row in rows:
         print(_format(row))
+
+
+def _run(spec: str, sampler: str, args: argparse.Namespace) -> dict:
+    """One (spec, sampler) fit in a fresh process; a row of the table."""
+    if sampler == "numpyro" and not _has("numpyro"):
+        row = {"spec": Path(spec).stem, "sampler": sampler,
+               "note": "numpyro not installed (pip install -e '.[bench]')"}
+    else:
+        cmd = [sys.executable, __file__, "--one", "--specs", spec, "--samplers", sampler,
+               "--draws", str(args.draws), "--data", args.data]
+        if args.areas:
+            cmd += ["--areas", str(args.areas)]
+        env = {**os.environ, "JAX_PLATFORMS": os.environ.get("JAX_PLATFORMS", "cpu")}
+        try:
+            done = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, env=env,
+                                  timeout=args.timeout)
+        except subprocess.TimeoutExpired:
+            row = {"spec": Path(spec).stem, "sampler": sampler,
+                   "note": f"stopped: not finished in {args.timeout:.0f} s"}
+        else:
+            if done.returncode:
+                tail = (done.stderr.strip().splitlines() or ["failed"])[-1]
+                row = {"spec": Path(spec).stem, "sampler": sampler, "note": tail[:70]}
+            else:
+                row = json.loads(done.stdout.strip().splitlines()[-1])
+    print("done:", _format(row), flush=True)
+    return row
 
 
 def _format(row: dict) -> str:
