@@ -17,7 +17,8 @@ WORKDIR /app
 COPY pyproject.toml README.md ./
 COPY gapmodel ./gapmodel
 COPY api ./api
-RUN pip install .
+# with dask.distributed, so that the image also serves as a Dask scheduler and fit worker
+RUN pip install ".[cluster]"
 
 # Model specs (models/*.yaml) are the service's named specs; fitted versions, the SQLite
 # database (when DATABASE_URL is not set) and uploaded datasets live under /data.

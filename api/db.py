@@ -258,11 +258,12 @@ class Database:
             return session.get(FitJob, job_id)
 
     def update_job(self, job_id: str, *, unless: tuple[str, ...] = (),
-                   **fields: Any) -> FitJob | None:
-        """Set fields of a job unless its status is one of `unless`; returns the row."""
+                   unless_phase: tuple[str, ...] = (), **fields: Any) -> FitJob | None:
+        """Set fields of a job unless its status is one of `unless` or its phase one of
+        `unless_phase`; returns the row."""
         with self.session() as session:
             row = session.get(FitJob, job_id, with_for_update=True)
-            if row is None or row.status in unless:
+            if row is None or row.status in unless or row.phase in unless_phase:
                 return row
             for name, value in fields.items():
                 setattr(row, name, value)

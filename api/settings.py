@@ -51,6 +51,10 @@ class Settings(BaseSettings):
     cache_versions: int = Field(4, ge=1, description="loaded versions kept in memory")
     fit_workers: int = Field(1, ge=1, description="processes running fits")
     fit_function: str = Field("gapmodel.fit:fit", description="module:function that fits")
+    cluster_url: str | None = Field(None, description="Dask scheduler to run fits on, e.g. "
+                                    "tcp://scheduler:8786; empty: a local process pool")
+    cluster_timeout: float = Field(10.0, gt=0, description="seconds to wait for the "
+                                   "scheduler when connecting")
     preload: bool = Field(True, description="load every active version at start-up")
     log_level: str = "INFO"
     page_size_max: int = Field(5000, ge=1)

@@ -2,7 +2,10 @@
 
 It records its own progress in the job row, saves a version, and promotes it only when
 the request asked for it and the fit passed the gate. A cancelled or failed job never
-touches the active version.
+touches the active version: the worker rereads the row between phases (a fit on a Dask
+cluster cannot be stopped, so its worker runs on and stops at the next check), and it
+enters phase "promoting", which a cancel can no longer interrupt, only while the job is
+still running.
 """
 
 from __future__ import annotations
@@ -14,7 +17,7 @@ import traceback
 from pathlib import Path
 from typing import Any
 
-from api.db import Database, now
+from api.db import Database, FitJob, now
 
 FINAL = ("succeeded", "failed", "cancelled")
 
@@ -54,13 +57,17 @@ def run_job(job_id: str, database_url: str, registry: str, fit_function: str,
         db.dispose()
 
 
-def _cancelled(db: Database, job_id: str) -> bool:
-    row = db.job(job_id)
-    return row is None or row.status == "cancelled"
+def _stopped(row: FitJob | None) -> str | None:
+    """The status of a job that is no longer running; None while it runs."""
+    if row is None:
+        return "failed"
+    return None if row.status == "running" else row.status
 
 
 def _run(db: Database, job_id: str, registry: str, fit_function: str,
          dataset_dir: str | None, data_dir: str | None) -> str:
+    """Each check of the row that finds the job no longer running (cancelled, or failed
+    by a service that stopped) ends the job with nothing saved or promoted."""
     from gapmodel.data import load_dataset
     from gapmodel.registry import Registry
     from gapmodel.sources import load_spec_data
@@ -68,8 +75,8 @@ def _run(db: Database, job_id: str, registry: str, fit_function: str,
 
     row = db.update_job(job_id, unless=FINAL, status="running", started=now(),
                         worker_pid=os.getpid(), phase="loading data", progress=0.02)
-    if row is None or row.status != "running":
-        return row.status if row is not None else "failed"
+    if stopped := _stopped(row):
+        return stopped
     spec = ModelSpec.model_validate(row.spec)
     if dataset_dir is not None:
         dataset = load_dataset(Path(dataset_dir))
@@ -78,22 +85,25 @@ def _run(db: Database, job_id: str, registry: str, fit_function: str,
                                f"{dataset.hash}; refusing to fit it")
     else:
         dataset, _ = load_spec_data(spec, data_dir)
-    db.update_job(job_id, unless=FINAL, phase="sampling", progress=0.1,
-                  dataset_hash=dataset.hash)
+    if stopped := _stopped(db.update_job(job_id, unless=FINAL, phase="sampling",
+                                         progress=0.1, dataset_hash=dataset.hash)):
+        return stopped
     result = resolve(fit_function)(dataset, spec, progress=False)
-    if _cancelled(db, job_id):
-        return "cancelled"
+    if stopped := _stopped(db.job(job_id)):
+        return stopped
     db.update_job(job_id, unless=FINAL, phase="saving", progress=0.9)
     store = Registry(registry)
     version = store.save(result, dataset)
-    promoted = False
-    if row.promote and result.passed and result.method == "nuts" \
-            and not _cancelled(db, job_id):
+    promote = row.promote and result.passed and result.method == "nuts"
+    if promote:
+        if stopped := _stopped(db.update_job(job_id, unless=FINAL, phase="promoting",
+                                             version=version)):
+            return stopped
         store.promote(version, reason=f"fit job {job_id}")
-        promoted = True
-    db.update_job(job_id, unless=FINAL, status="succeeded", finished=now(), phase="done",
-                  progress=1.0, version=version, promoted=promoted,
-                  gate=finite(result.gate),
+    # once promoted, the row says so even if the service marked it failed meanwhile
+    db.update_job(job_id, unless=() if promote else FINAL, status="succeeded",
+                  finished=now(), phase="done", progress=1.0, version=version,
+                  promoted=promote, error=None, gate=finite(result.gate),
                   diagnostics=finite(result.diagnostics.reset_index(names="parameter")
                                      .to_dict("records")))
     return "succeeded"

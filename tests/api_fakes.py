@@ -50,3 +50,10 @@ def slow_fit(dataset: Dataset, spec: ModelSpec, **kwargs: Any) -> FitResult:
     """A fit that runs long enough to be cancelled while it runs."""
     time.sleep(300)
     return fake_fit(dataset, spec, **kwargs)
+
+
+def pausing_fit(dataset: Dataset, spec: ModelSpec, **kwargs: Any) -> FitResult:
+    """A fit of a few seconds: long enough to cancel while it runs, short enough to wait
+    out (a fit on a Dask worker runs on after a cancel)."""
+    time.sleep(4)
+    return fake_fit(dataset, spec, **kwargs)

@@ -43,7 +43,9 @@ def test_keys_audit_datasets_and_jobs(db):
     assert db.add_dataset(DatasetRow(hash="a" * 64, name="other", path="/y",
                                      summary={})).name == "d"
     job = db.create_job(model="m", spec={"name": "m", "nested": {"k": [1, 2]}})
-    db.update_job(job.id, status="running", progress=0.5)
+    db.update_job(job.id, status="running", progress=0.5, phase="promoting")
+    assert db.update_job(job.id, unless_phase=("promoting",), status="cancelled"
+                         ).status == "running"
     db.update_job(job.id, status="cancelled")
     assert db.update_job(job.id, unless=("cancelled",), status="succeeded").status == \
         "cancelled"
