@@ -20,23 +20,20 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import resource
-import subprocess
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+from common import ROOT, has_module, machine_line, min_ess, run_child
+
 DEFAULT_SPECS = ("models/synthetic_icb.yaml", "models/hypertension_england_pcn.yaml")
 
 
 def run_one(spec_path: str, sampler: str, draws: int, areas: int | None,
             data_dir: str | None) -> dict:
     """Fit once in this process and measure it."""
-    import arviz as az
-    import numpy as np
     import pymc as pm
 
     from gapmodel.fit import monitored
@@ -74,17 +71,12 @@ def run_one(spec_path: str, sampler: str, draws: int, areas: int | None,
                               progressbar=False, compute_convergence_checks=False)
     wall = time.perf_counter() - start
     names = monitored(idata)
-    ess = az.ess(idata.posterior.to_dataset()[names])
-    worst, min_ess = None, np.inf
-    for name in names:
-        value = float(np.min(ess[name].values))
-        if value < min_ess:
-            worst, min_ess = name, value
+    least, worst = min_ess(idata.posterior.to_dataset(), names)
     stats = idata.sample_stats
     divergences = int(stats["diverging"].sum()) if "diverging" in stats else -1
     return {"spec": spec.name, "sampler": sampler, "cells": len(dataset.cells),
-            "wall_s": wall, "compile_s": compile_s, "min_ess": min_ess, "worst": worst,
-            "ess_per_s": min_ess / wall, "divergences": divergences,
+            "wall_s": wall, "compile_s": compile_s, "min_ess": least, "worst": worst,
+            "ess_per_s": least / wall, "divergences": divergences,
             "peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
 
 
@@ -104,9 +96,7 @@ def main() -> None:
         print(json.dumps(run_one(args.specs[0], args.samplers[0], args.draws, args.areas,
                                  args.data)))
         return
-    print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores; "
-          f"{args.parallel} run(s) at a time; tune = draws = {args.draws} per chain",
-          flush=True)
+    print(machine_line(args.parallel, args.draws), flush=True)
     runs = [(spec, sampler) for spec in args.specs for sampler in args.samplers]
     with ThreadPoolExecutor(max_workers=args.parallel) as pool:
         rows = list(pool.map(lambda run: _run(*run, args), runs))
@@ -119,7 +109,7 @@ def main() -> None:
 
 def _run(spec: str, sampler: str, args: argparse.Namespace) -> dict:
     """One (spec, sampler) fit in a fresh process; a row of the table."""
-    if sampler == "numpyro" and not _has("numpyro"):
+    if sampler == "numpyro" and not has_module("numpyro"):
         row = {"spec": Path(spec).stem, "sampler": sampler,
                "note": "numpyro not installed (pip install -e '.[bench]')"}
     else:
@@ -128,18 +118,7 @@ def _run(spec: str, sampler: str, args: argparse.Namespace) -> dict:
         if args.areas:
             cmd += ["--areas", str(args.areas)]
         env = {**os.environ, "JAX_PLATFORMS": os.environ.get("JAX_PLATFORMS", "cpu")}
-        try:
-            done = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, env=env,
-                                  timeout=args.timeout)
-        except subprocess.TimeoutExpired:
-            row = {"spec": Path(spec).stem, "sampler": sampler,
-                   "note": f"stopped: not finished in {args.timeout:.0f} s"}
-        else:
-            if done.returncode:
-                tail = (done.stderr.strip().splitlines() or ["failed"])[-1]
-                row = {"spec": Path(spec).stem, "sampler": sampler, "note": tail[:70]}
-            else:
-                row = json.loads(done.stdout.strip().splitlines()[-1])
+        row = run_child(cmd, {"spec": Path(spec).stem, "sampler": sampler}, args.timeout, env)
     print("done:", _format(row), flush=True)
     return row
 
@@ -150,12 +129,6 @@ def _format(row: dict) -> str:
     return (f"{row['spec']:28} {row['sampler']:8} {row['cells']:7d} {row['wall_s']:8.1f} "
             f"{row['compile_s']:9.1f} {row['min_ess']:8.0f} {row['ess_per_s']:7.2f} "
             f"{row['divergences']:4d} {row['peak_mb']:8.0f}  {row['worst']}")
-
-
-def _has(module: str) -> bool:
-    import importlib.util
-
-    return importlib.util.find_spec(module) is not None
 
 
 if __name__ == "__main__":

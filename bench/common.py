@@ -1,0 +1,106 @@
+"""Helpers shared by the sampler benchmarks (bench/fit.py, bench/bym2.py).
+
+Each benchmark run goes to a fresh child process (`--one`) that prints one JSON line;
+`run_child` starts it in its own process group so that a timeout also stops what the
+child started (PyMC's chain processes, R and its chains), and turns a failure or a
+timeout into a row with a note.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.util
+import json
+import os
+import platform
+import resource
+import signal
+import subprocess
+import threading
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def machine_line(parallel: int, draws: int) -> str:
+    return (f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores; "
+            f"{parallel} run(s) at a time; tune = draws = {draws} per chain")
+
+
+def has_module(module: str) -> bool:
+    return importlib.util.find_spec(module) is not None
+
+
+def run_child(cmd: list[str], label: dict, timeout: float | None,
+              env: dict | None = None) -> dict:
+    """Run `cmd` (which prints a JSON row as its last stdout line); the row, or `label`
+    with a note when it fails or runs past `timeout` seconds."""
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            cwd=ROOT, env=env, start_new_session=True)
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        with contextlib.suppress(ProcessLookupError):  # the child's group: it and its children
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.communicate()
+        return {**label, "note": f"stopped: not finished in {timeout:.0f} s"}
+    if proc.returncode:
+        tail = (err.strip().splitlines() or ["failed"])[-1]
+        return {**label, "note": tail[:90]}
+    return json.loads(out.strip().splitlines()[-1])
+
+
+def min_ess(dataset, names: list[str]) -> tuple[float, str]:
+    """Smallest bulk ESS over the scalar or array variables `names`, and which one."""
+    import arviz as az
+    import numpy as np
+
+    ess = az.ess(dataset[names])
+    worst, value = None, np.inf
+    for name in names:
+        v = float(np.min(ess[name].values))
+        if v < value:
+            worst, value = name, v
+    return value, worst
+
+
+class PeakMemory:
+    """Peak resident memory of this process and all its descendants together, in MB.
+
+    Polls the process tree (psutil) in a thread; without psutil, falls back to the
+    largest single process (ru_maxrss of this process and of waited-for children)."""
+
+    def __init__(self, interval: float = 0.2):
+        self.interval = interval
+        self.peak = 0.0
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def __enter__(self) -> PeakMemory:
+        if has_module("psutil"):
+            self._thread = threading.Thread(target=self._poll, daemon=True)
+            self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+
+    def _poll(self) -> None:
+        import psutil
+
+        me = psutil.Process()
+        while not self._stop.is_set():
+            total = 0
+            for proc in [me, *me.children(recursive=True)]:
+                with contextlib.suppress(psutil.Error):
+                    total += proc.memory_info().rss
+            self.peak = max(self.peak, total / 2**20)
+            self._stop.wait(self.interval)
+
+    @property
+    def mb(self) -> float:
+        single = max(resource.getrusage(who).ru_maxrss
+                     for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)) / 1024
+        return max(self.peak, single)
