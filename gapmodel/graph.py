@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numba
 import numpy as np
 import scipy.sparse as sp
 from scipy.sparse.csgraph import connected_components
@@ -58,7 +59,7 @@ class Graph:
         degree = np.asarray(adjacency.sum(axis=1)).ravel()
         return (sp.diags(degree) - adjacency).tocsr()
 
-    def scaling_factors(self, probes: int = 400, seed: int = 0) -> np.ndarray:
+    def scaling_factors(self) -> np.ndarray:
         """Per-area ICAR scaling factor of its component (NaN for isolated areas)."""
         out = np.full(self.n, np.nan)
         q = self.laplacian().tocsc()
@@ -67,31 +68,72 @@ class Graph:
                 continue
             members = np.flatnonzero(self.component == label)
             block = q[members][:, members]
-            out[members] = component_scaling(block, probes=probes, seed=seed)
+            out[members] = component_scaling(block)
         return out
 
 
-def component_scaling(q: sp.spmatrix, probes: int = 400, seed: int = 0,
-                      dense_limit: int = DENSE_LIMIT) -> float:
-    """Geometric mean of diag(Q^+) for the Laplacian Q of one connected component.
+def component_scaling(q: sp.spmatrix, dense_limit: int = DENSE_LIMIT) -> float:
+    """Geometric mean of diag(Q^+) for the Laplacian Q of one connected component, exact.
 
-    Exact (dense: Q^+ = (Q + 11'/n)^{-1} - 11'/n) up to `dense_limit` nodes. Above it,
-    Q^+ = P A^{-1} P with A = Q + e_0 e_0' (sparse, invertible) and P the projection
-    removing the mean, and the diagonal is estimated with Rademacher probes through one
-    sparse LU factorisation.
+    Dense (Q^+ = (Q + 11'/n)^{-1} - 11'/n) up to `dense_limit` nodes. Above it,
+    Q^+ = P A^{-1} P with A = Q + e_0 e_0' (sparse, positive definite) and P = I - 11'/n,
+    so diag(Q^+)_i = (A^{-1})_ii - 2 (A^{-1} 1)_i / n + 1'A^{-1}1 / n^2. The diagonal of
+    A^{-1} comes from a sparse LDL' factorisation (minimum-degree ordering) by Takahashi's
+    selected inversion, which computes A^{-1} only on the factor's pattern: seconds at
+    England's 33,000 LSOAs, where solving for every column would take minutes.
     """
     n = q.shape[0]
     if n <= dense_limit:
         dense = q.toarray() + 1.0 / n
         diag = np.diag(np.linalg.inv(dense)) - 1.0 / n
         return float(np.exp(np.mean(np.log(diag))))
-    pin = sp.csc_matrix(([1.0], ([0], [0])), shape=(n, n))
-    lu = splu((q + pin).tocsc())
-    rng = np.random.default_rng(seed)
-    acc = np.zeros(n)
-    for _ in range(probes):
-        v = rng.choice([-1.0, 1.0], size=n)
-        x = lu.solve(v - v.mean())
-        acc += v * (x - x.mean())
-    diag = np.clip(acc / probes, 1e-12, None)
+    a = (q + sp.csc_matrix(([1.0], ([0], [0])), shape=(n, n))).tocsc()
+    lu = splu(a, permc_spec="MMD_AT_PLUS_A", diag_pivot_thresh=0.0,
+              options={"SymmetricMode": True})
+    if not (lu.perm_r == lu.perm_c).all():
+        raise RuntimeError("the sparse factorisation pivoted: A is not positive definite")
+    lower = lu.L.tocsc()
+    lower.sort_indices()
+    inverse_diag = _takahashi_diagonal(lower.indptr, lower.indices, lower.data,
+                                       lu.U.diagonal())
+    diag_a = np.empty(n)
+    diag_a[np.argsort(lu.perm_c)] = inverse_diag  # factor row i is area argsort(perm_c)[i]
+    v = lu.solve(np.ones(n))
+    diag = diag_a - 2.0 * v / n + v.sum() / n**2
     return float(np.exp(np.mean(np.log(diag))))
+
+
+@numba.njit(cache=True)
+def _takahashi_diagonal(indptr, indices, data, d):  # pragma: no cover - compiled
+    """diag(A^{-1}) from A = L D L' (L unit lower triangular, CSC with sorted rows):
+    Z = A^{-1} on L's pattern, columns from last to first,
+    Z_ij = -sum_{k > j} Z_ik L_kj (i > j), Z_jj = 1/d_j - sum_{k > j} L_kj Z_kj."""
+    n = len(d)
+    z = np.zeros(len(data))
+    out = np.empty(n)
+    for j in range(n - 1, -1, -1):
+        start, stop = indptr[j], indptr[j + 1]
+        first = start
+        while first < stop and indices[first] <= j:
+            first += 1
+        for p in range(first, stop):  # Z_ij for each i below the diagonal
+            i = indices[p]
+            acc = 0.0
+            for r in range(first, stop):
+                k = indices[r]
+                lo, hi = (k, i) if k < i else (i, k)  # Z is symmetric: Z[hi, lo]
+                col_start, col_stop = indptr[lo], indptr[lo + 1]
+                pos = col_start + np.searchsorted(indices[col_start:col_stop], hi)
+                if pos >= col_stop or indices[pos] != hi:
+                    raise ValueError("the factor's pattern is not closed")
+                acc += z[pos] * data[r]
+            z[p] = -acc
+        acc = 0.0
+        for r in range(first, stop):
+            acc += data[r] * z[r]
+        value = 1.0 / d[j] - acc
+        for p in range(start, stop):
+            if indices[p] == j:
+                z[p] = value
+        out[j] = value
+    return out
