@@ -23,7 +23,9 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def machine_line(parallel: int, draws: int) -> str:
-    return (f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores; "
+    """The machine, with the cores this process may use (not all the host has)."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return (f"machine: {platform.processor() or platform.machine()}, {cores} usable cores; "
             f"{parallel} run(s) at a time; tune = draws = {draws} per chain")
 
 
