@@ -1,6 +1,6 @@
 """Dataset + ModelSpec -> PyMC model of true prevalence and detection (MODEL.md).
 
-    logit pi_c    = alpha_k(s) + offset_s + beta_pi . X_a + sigma_eps eps_a
+    logit pi_c    = alpha_k(s) + offset_s + beta_pi . X_a + sigma_eps eps_a  (eps normal or t)
     logit theta_c = u_a + sum_attr gamma_attr[s],   u_a ~ area effect around
                     gamma_0 + beta_theta . X_a
     R_o ~ (Beta-)Binomial(N_o, sum_{c in o} N_c pi_c theta_c w_oc / N_o), interval-censored
@@ -22,7 +22,7 @@ import pandas as pd
 import pymc as pm
 import pytensor.tensor as pt
 from pymc.distributions.transforms import ZeroSumTransform
-from scipy.special import logit
+from scipy.special import expit, logit
 
 from gapmodel.data import Dataset
 from gapmodel.graph import Graph
@@ -504,6 +504,23 @@ def reference_prior_centre(data: ModelData) -> np.ndarray:
     return logit(np.clip(rate.astype(float), 1e-4, 1 - 1e-4))
 
 
+def eps_start(data: ModelData, sigma_eps: float, detection: float = 0.9) -> np.ndarray:
+    """Where each area's standardised prevalence deviation starts sampling: 0, or, for an
+    area whose registers hold more than `detection` x its cases expected from the evidence
+    (a nursing-home list), its log excess in units of sigma_eps. Under heavy tails such an
+    area's deviation belongs far out, and from 0 it must cross a long stretch where the
+    gain is small (docs/model.md)."""
+    rate = expit(reference_prior_centre(data)[data.cell_ref] + data.cell_offset_fixed)
+    n_areas = len(data.areas)
+    expected = np.bincount(data.cell_area, weights=data.population * rate, minlength=n_areas)
+    obs_area = np.zeros(len(data.obs_lo), dtype=np.int64)
+    obs_area[data.pair_obs] = data.cell_area[data.pair_cell]
+    recorded = np.bincount(obs_area, weights=(data.obs_lo + data.obs_hi) / 2.0,
+                           minlength=n_areas)
+    excess = recorded / np.maximum(detection * expected, 1e-9)
+    return np.where(excess > 1.0, np.log(np.maximum(excess, 1.0)) / sigma_eps, 0.0)
+
+
 def build_model(dataset: Dataset, spec: ModelSpec) -> tuple[pm.Model, ModelData]:
     """The PyMC model and its index data."""
     data = prepare(dataset, spec)
@@ -530,7 +547,11 @@ def build_model(dataset: Dataset, spec: ModelSpec) -> tuple[pm.Model, ModelData]
             logit_pi = logit_pi + (data.x_pi @ _coefficients(
                 "beta_pi", list(spec.prevalence.covariates.values()), "cov_pi"))[data.cell_area]
         if spec.prevalence.sigma_eps > 0:
-            eps = spec.prevalence.sigma_eps * pm.Normal("z_eps", 0.0, 1.0, dims="area")
+            nu = spec.prevalence.eps_nu
+            z_eps = (pm.Normal("z_eps", 0.0, 1.0, dims="area") if nu is None
+                     else pm.StudentT("z_eps", nu=nu, mu=0.0, sigma=1.0, dims="area",
+                                      initval=eps_start(data, spec.prevalence.sigma_eps)))
+            eps = spec.prevalence.sigma_eps * z_eps
             logit_pi = logit_pi + eps[data.cell_area]
         # Area-level detection: intercept + covariates + area effect. With a centred area
         # effect the intercept and covariates are its mean (hierarchical centring), which

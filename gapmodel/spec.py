@@ -59,6 +59,11 @@ class Prevalence(_Spec):
     covariates: dict[str, NormalPrior] = Field(default_factory=dict)
     sigma_eps: float = Field(0.1, ge=0, description="sd of unexplained area variation in "
                              "true prevalence (a sensitivity choice, not estimated)")
+    eps_nu: float | None = Field(None, gt=0, description="degrees of freedom of a Student-t "
+                                 "for that variation (None: normal). Heavy tails let a few "
+                                 "areas whose lists are unlike their population (nursing-home "
+                                 "practices) sit far from the reference without moving the "
+                                 "national rates")
 
 
 class Detection(_Spec):

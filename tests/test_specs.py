@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import numpy as np
 import pytest
 from conftest import shared_data_dir
 
-from gapmodel.model import build_model
+from gapmodel.model import build_model, eps_start
 from gapmodel.sources import load_spec_data
 from gapmodel.spec import ModelSpec
 
@@ -49,3 +50,37 @@ def test_spec_errors_are_explained():
                                                                       "collapse": True}}})
     with pytest.raises(ValueError, match="extra"):
         ModelSpec.model_validate({"name": "x", "sampler": {"chain": 4}})
+
+
+def test_heavy_tailed_area_variation_is_a_student_t():
+    base = ModelSpec.from_yaml(ROOT / "models" / "synthetic_icb.yaml")
+    spec = base.model_copy(update={
+        "data": base.data.model_copy(update={"areas": 20}),
+        "prevalence": base.prevalence.model_copy(update={"sigma_eps": 0.1, "eps_nu": 3.0})})
+    dataset, _ = load_spec_data(spec, None)
+    model, _ = build_model(dataset, spec)
+    z_eps = model["z_eps"]
+    assert z_eps.owner.op.name == "t"  # StudentT
+    assert np.isfinite(model.point_logps()["z_eps"])
+    with pytest.raises(ValueError, match="greater than 0"):
+        ModelSpec.model_validate({"name": "x", "prevalence": {"eps_nu": 0}})
+
+
+def test_heavy_tailed_deviation_starts_where_the_register_is_within_reach():
+    base = ModelSpec.from_yaml(ROOT / "models" / "synthetic_icb.yaml")
+    spec = base.model_copy(update={"data": base.data.model_copy(update={"areas": 20})})
+    dataset, _ = load_spec_data(spec, None)
+    _, data = build_model(dataset, spec)
+    assert (eps_start(data, 0.1) == 0).mean() > 0.9  # registers within reach: start at 0
+    first = data.cell_area[data.pair_cell[data.pair_obs == 0]][0]
+    own = np.unique(data.pair_obs[data.cell_area[data.pair_cell] == first])
+    lo, hi = data.obs_lo.copy(), data.obs_hi.copy()
+    lo[own], hi[own] = lo[own] * 20, hi[own] * 20  # a nursing-home list: 20 x the cases
+    start = eps_start(dataclasses.replace(data, obs_lo=lo, obs_hi=hi), 0.1)
+    before = eps_start(data, 0.1)
+    # the log excess over 90% detection of the evidence's cases, in units of sigma_eps:
+    # log(20 x) / 0.1 where the area recorded x times 90% of its expected cases before
+    assert 0 < start[first] <= np.log(20) / 0.1 + before[first] + 1e-9
+    if before[first] > 0:
+        assert start[first] == pytest.approx(np.log(20) / 0.1 + before[first])
+    assert np.array_equal(np.delete(start, first), np.delete(before, first))

@@ -52,6 +52,11 @@ def assumptions(spec: ModelSpec, meta: dict[str, Any]) -> list[tuple[str, str]]:
                f"deviation of {prev.sigma_eps:g} on the logit scale. This is a sensitivity "
                "choice, not estimated from the data: a larger value widens every interval, "
                "a smaller one narrows them.")
+        if prev.eps_nu is not None:
+            eps += (f" Its distribution has heavy tails (Student-t, {prev.eps_nu:g} degrees of "
+                    "freedom), so an area whose list is unlike its population (a nursing-home "
+                    "practice) can sit far from the reference without moving every other "
+                    "area's estimate.")
     else:
         eps = ("Areas are assumed to differ in true prevalence only through their strata and "
                "the covariates below (sigma_eps = 0, a sensitivity choice, not estimated).")

@@ -142,16 +142,18 @@ def _hyp_register(raw: pd.Series) -> tuple[pd.DataFrame, list[str]]:
 
 def _dem_register(raw: pd.Series) -> tuple[pd.DataFrame, list[str]]:
     low, high = DEM_UNDER65_SHARE
+    share = (low + high) / 2
     r = np.rint(raw.to_numpy())
-    lo = np.floor(r * (1 - high)).astype(np.int64)
-    hi = np.ceil(r * (1 - low)).astype(np.int64)
-    table = pd.DataFrame({"area": raw.index, "lo": lo, "hi": hi})
+    counts = np.rint(r * (1 - share)).astype(np.int64)
+    table = pd.DataFrame({"area": raw.index, "count": counts})
     return table, [
         f"Register: the QOF DEM register counts all ages ({fmt(r.sum())}) while the cells "
         f"are 65+; NHS Digital's Recorded Dementia Diagnoses put about 3% of the register "
-        f"under 65, so each area's count R becomes the interval [floor(R x "
-        f"{1 - high:.2f}), ceil(R x {1 - low:.2f})] (under-65 share between {low:.0%} and "
-        f"{high:.0%}): totals {fmt(lo.sum())} to {fmt(hi.sum())}."]
+        f"under 65 (between {low:.0%} and {high:.0%}), so each area's 65+ count is R x "
+        f"{1 - share:.3f} rounded ({fmt(counts.sum())} in all). An area's own under-65 share "
+        "is absorbed by its detection effect; the national share's range moves the 65+ "
+        f"total by {fmt(r.sum() * (high - low) / 2)} either way, which the estimates do not "
+        "carry."]
 
 
 HYPERTENSION = Condition(
@@ -162,8 +164,8 @@ HYPERTENSION = Condition(
     files=(src.HSE_HYPERTENSION,))
 DEMENTIA = Condition(
     condition="dementia", group="DEM", bands=DEM_BANDS,
-    description="Dementia 2022-23: QOF DEM register (interval for its 65+ part) against "
-                "CFAS II prevalence, cells 65+ by 5-year age band x sex.",
+    description="Dementia 2022-23: QOF DEM register (its 65+ part at an assumed under-65 "
+                "share) against CFAS II prevalence, cells 65+ by 5-year age band x sex.",
     reference=_cfas_reference, register=_dem_register,
     files=(src.CFAS_DEMENTIA,))
 
