@@ -16,7 +16,9 @@ sigma and rho cover it. Priors are those of the Scotland lip cancer benchmark
 
 Models (rows):
   product      gapmodel.model.bym2_effect(centered=False): pairwise-difference ICAR with a
-               hard sum-to-zero per component, mixed with unit normals; sampled by nutpie.
+               hard sum-to-zero per component, mixed with unit normals; sampled by nutpie
+               with the low-rank mass matrix the product's specs use (--adaptation diag:
+               its default diagonal one).
   pymc         the same model, PyMC's default NUTS.
   handwritten  what a user writes with PyMC's built-ins: pm.ICAR (dense N x N adjacency)
                per component and iid normals, both centred (sd sigma sqrt(rho / s) and
@@ -257,12 +259,13 @@ def stan_data(data: BenchData, scale: np.ndarray) -> dict:
 
 # -- one run -------------------------------------------------------------------------------
 
-def run_one(areas: int, model: str, draws: int, seed: int, islands: bool) -> dict:
+def run_one(areas: int, model: str, draws: int, seed: int, islands: bool,
+            adaptation: str = "low_rank") -> dict:
     """Simulate, fit once in this process (and its children) and measure it."""
     data = simulate(areas, seed, islands)
     with PeakMemory() as memory:
         fit = _fit_stan(data, draws, seed) if model == "stan" else \
-            _fit_pymc(model, data, draws, seed)
+            _fit_pymc(model, data, draws, seed, adaptation)
     posterior, n = fit.pop("posterior"), data.graph.n
     least, worst = min_ess(posterior, list(HYPER))
     import arviz as az
@@ -283,7 +286,8 @@ def run_one(areas: int, model: str, draws: int, seed: int, islands: bool) -> dic
             "peak_mb": memory.mb}
 
 
-def _fit_pymc(which: str, data: BenchData, draws: int, seed: int) -> dict:
+def _fit_pymc(which: str, data: BenchData, draws: int, seed: int,
+              adaptation: str = "low_rank") -> dict:
     import pymc as pm
 
     names = NAMES[which]
@@ -297,7 +301,8 @@ def _fit_pymc(which: str, data: BenchData, draws: int, seed: int) -> dict:
         compile_s = time.perf_counter() - start - build_s
         t0 = time.perf_counter()
         idata = nutpie.sample(compiled, draws=draws, tune=draws, chains=CHAINS, cores=CHAINS,
-                              seed=seed, target_accept=TARGET_ACCEPT, progress_bar=False)
+                              seed=seed, target_accept=TARGET_ACCEPT, progress_bar=False,
+                              adaptation=adaptation)
     else:
         model.logp_dlogp_function()
         compile_s = time.perf_counter() - start - build_s
@@ -362,13 +367,16 @@ def main() -> None:
                         help="one connected component, no isolated areas")
     parser.add_argument("--parallel", type=int, default=1, help="runs at a time")
     parser.add_argument("--timeout", type=float, default=None, help="seconds per run")
+    parser.add_argument("--adaptation", choices=("diag", "low_rank"), default="low_rank",
+                        help="nutpie mass matrix for the product row (the specs use low_rank)")
     parser.add_argument("--one", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.one:
         print(json.dumps(run_one(args.areas[0], args.models[0], args.draws, args.seed,
-                                 not args.no_islands)))
+                                 not args.no_islands, args.adaptation)))
         return
-    print(machine_line(args.parallel, args.draws), flush=True)
+    print(machine_line(args.parallel, args.draws) + f"; nutpie adaptation {args.adaptation}",
+          flush=True)
     runs = [(areas, model) for areas in args.areas for model in args.models]
     with ThreadPoolExecutor(max_workers=args.parallel) as pool:
         rows = list(pool.map(lambda run: _run(*run, args), runs))
@@ -386,7 +394,8 @@ def _run(areas: int, model: str, args: argparse.Namespace) -> dict:
         row = {**label, "note": missing}
     else:
         cmd = [sys.executable, __file__, "--one", "--areas", str(areas), "--models", model,
-               "--draws", str(args.draws), "--seed", str(args.seed)]
+               "--draws", str(args.draws), "--seed", str(args.seed),
+               "--adaptation", args.adaptation]
         if args.no_islands:
             cmd.append("--no-islands")
         row = run_child(cmd, label, args.timeout, dict(os.environ))
