@@ -198,17 +198,23 @@ def _constant_effects(groups: np.ndarray, n_groups: int, data: ModelData,
     return total
 
 
-def _group_rates(data: ModelData, groups: np.ndarray, n_groups: int
-                 ) -> tuple[np.ndarray, np.ndarray]:
-    """Per group of cells (-1: none): prevalence from the evidence (the prior centre) and
-    detection from the registers, each count shared over its cells in proportion to their
-    expected cases (so registers of totals give every group the same detection)."""
+def _evidence_cases(data: ModelData) -> np.ndarray:
+    """Each cell's cases expected from the prevalence evidence (prior centres, offsets at
+    their means)."""
     logit_rate = reference_prior_centre(data)[data.cell_ref] + data.cell_offset_fixed
     has = data.cell_offset_group >= 0
     rr_mean = data.offset_groups["log_rr_mean"].to_numpy() if len(data.offset_groups) \
         else np.zeros(1)
     logit_rate = logit_rate + np.where(has, rr_mean[np.maximum(data.cell_offset_group, 0)], 0)
-    expected = data.population / (1.0 + np.exp(-logit_rate))
+    return data.population * expit(logit_rate)
+
+
+def _group_rates(data: ModelData, groups: np.ndarray, n_groups: int
+                 ) -> tuple[np.ndarray, np.ndarray]:
+    """Per group of cells (-1: none): prevalence from the evidence (the prior centre) and
+    detection from the registers, each count shared over its cells in proportion to their
+    expected cases (so registers of totals give every group the same detection)."""
+    expected = _evidence_cases(data)
     count = (data.obs_lo + data.obs_hi) / 2.0
     obs_expected = np.bincount(data.pair_obs, weights=expected[data.pair_cell],
                                minlength=len(count))
@@ -510,9 +516,8 @@ def eps_start(data: ModelData, sigma_eps: float, detection: float = 0.9) -> np.n
     (a nursing-home list), its log excess in units of sigma_eps. Under heavy tails such an
     area's deviation belongs far out, and from 0 it must cross a long stretch where the
     gain is small (docs/model.md)."""
-    rate = expit(reference_prior_centre(data)[data.cell_ref] + data.cell_offset_fixed)
     n_areas = len(data.areas)
-    expected = np.bincount(data.cell_area, weights=data.population * rate, minlength=n_areas)
+    expected = np.bincount(data.cell_area, weights=_evidence_cases(data), minlength=n_areas)
     obs_area = np.zeros(len(data.obs_lo), dtype=np.int64)
     obs_area[data.pair_obs] = data.cell_area[data.pair_cell]
     recorded = np.bincount(obs_area, weights=(data.obs_lo + data.obs_hi) / 2.0,
