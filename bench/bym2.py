@@ -19,7 +19,12 @@ Models (rows):
                hard sum-to-zero per component, mixed with unit normals; sampled by nutpie
                with its diagonal mass matrix (--adaptation low_rank: the low-rank one of the
                product's specs, which costs far more per gradient at these sizes).
-  pymc         the same model, PyMC's default NUTS.
+  centred      the product's centred BYM2 (bym2_effect(centered=True), as the synthetic and
+               sub-ICB specs use it): u sampled itself, in each component's Laplacian
+               eigenbasis up to gapmodel.model.EIGEN_LIMIT areas, above that in the sparse
+               centred form (a centred ICAR part plus u ~ N(that, sigma^2 (1 - rho))); nutpie.
+  sparse       the sparse centred form at every size; nutpie.
+  pymc         the non-centred product model, PyMC's default NUTS.
   handwritten  what a user writes with PyMC's built-ins: pm.ICAR (dense N x N adjacency)
                per component and iid normals, both centred (sd sigma sqrt(rho / s) and
                sigma sqrt(1 - rho)), PyMC's default NUTS. pm.ICAR's log density leaves out
@@ -70,14 +75,15 @@ from gapmodel.graph import Graph
 
 HERE = Path(__file__).resolve().parent
 SCOTLAND_SPEC = ROOT / "models" / "benchmarks" / "scotland_lip_bym2.yaml"
-MODELS = ("product", "pymc", "handwritten", "stan")
-SAMPLER = {"product": "nutpie", "pymc": "pymc", "handwritten": "pymc", "stan": "rstan"}
+MODELS = ("product", "centred", "sparse", "pymc", "handwritten", "stan")
+SAMPLER = {"product": "nutpie", "centred": "nutpie", "sparse": "nutpie", "pymc": "pymc",
+           "handwritten": "pymc", "stan": "rstan"}
 HYPER = ("beta0", "beta1", "sigma", "rho")
 #: Variable names of the hyperparameters in each PyMC model.
 NAMES = {"product": {"beta0": "beta0", "beta1": "beta1", "sigma": "sigma_u",
                      "rho": "rho_bym2"},
          "handwritten": {name: name for name in HYPER}}
-NAMES["pymc"] = NAMES["product"]
+NAMES["pymc"] = NAMES["centred"] = NAMES["sparse"] = NAMES["product"]
 TRUTH = {"beta0": -0.1, "beta1": 0.25, "sigma": 0.4, "rho": 0.7}
 COVERED = ("beta1", "sigma", "rho")
 CHAINS = 2
@@ -187,18 +193,22 @@ def priors():
 
 # -- models --------------------------------------------------------------------------------
 
-def product_model(data: BenchData):
-    """y ~ Poisson(E exp(beta0 + beta1 x + u)), u = the product's non-centred BYM2."""
+def product_model(data: BenchData, which: str = "product"):
+    """y ~ Poisson(E exp(beta0 + beta1 x + u)), u = the product's BYM2: non-centred
+    ("product", "pymc"), centred ("centred": eigenbasis up to EIGEN_LIMIT areas per
+    component, sparse above) or centred sparse at every size ("sparse")."""
     import pymc as pm
 
-    from gapmodel.model import bym2_effect
+    from gapmodel.model import EIGEN_LIMIT, bym2_effect
 
     p = priors()
     with pm.Model(coords={"area": np.arange(data.graph.n)}) as model:
         beta0 = pm.Normal("beta0", p.beta0.mu, p.beta0.sigma)
         beta1 = pm.Normal("beta1", p.beta1.mu, p.beta1.sigma)
         sigma = pm.HalfNormal("sigma_u", p.sigma.sigma)
-        u = bym2_effect(sigma, data.graph, centered=False, rho_prior=(p.rho.alpha, p.rho.beta))
+        u = bym2_effect(sigma, data.graph, centered=which in ("centred", "sparse"),
+                        rho_prior=(p.rho.alpha, p.rho.beta),
+                        eigen_limit=0 if which == "sparse" else EIGEN_LIMIT)
         eta = np.log(data.expected) + beta0 + beta1 * data.x + u
         pm.Poisson("y", mu=pm.math.exp(eta), observed=data.y, dims="area")
     return model
@@ -292,9 +302,9 @@ def _fit_pymc(which: str, data: BenchData, draws: int, seed: int,
 
     names = NAMES[which]
     start = time.perf_counter()
-    model = handwritten_model(data) if which == "handwritten" else product_model(data)
+    model = handwritten_model(data) if which == "handwritten" else product_model(data, which)
     build_s = time.perf_counter() - start
-    if which == "product":
+    if SAMPLER[which] == "nutpie":
         import nutpie
 
         compiled = nutpie.compile_pymc_model(model, var_names=list(names.values()))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 import sys
 from pathlib import Path
@@ -74,13 +75,14 @@ def test_one_draw_is_a_vector(bym2):
 def test_models_build_on_the_same_data(bym2):
     data = bym2.simulate(50, seed=2)
     assert data.y.shape == (50,) and (data.y >= 0).all()
-    for build in (bym2.product_model, bym2.handwritten_model):
+    builds = {which: functools.partial(bym2.product_model, which=which)
+              for which in ("product", "centred", "sparse")}
+    for which, build in {**builds, "handwritten": bym2.handwritten_model}.items():
         model = build(data)
         np.testing.assert_array_equal(model.rvs_to_values[model["y"]].data, data.y)
         logp = model.compile_logp()(model.initial_point())
         assert np.isfinite(logp)
-        names = bym2.NAMES["product" if build is bym2.product_model else "handwritten"]
-        assert set(names.values()) <= {rv.name for rv in model.free_RVs}
+        assert set(bym2.NAMES[which].values()) <= {rv.name for rv in model.free_RVs}
 
     graph = data.graph
     stan = bym2.stan_data(data, graph.scaling_factors())
