@@ -36,8 +36,10 @@ Models (rows):
                installs it), compiled afresh in every run. A note row when R or rstan is
                missing.
 
-Every row: 2 chains on 2 cores, tune = draws, target_accept (adapt_delta) 0.9, only the
-hyperparameters stored (the area effects' draws would cost N x 2 x draws x 8 bytes each).
+Every row: 2 chains on 2 cores, tune = draws, target_accept (adapt_delta) 0.9, BLAS
+single-threaded inside each chain as gapmodel.fit samples (--blas-threads 0 1 adds rows with
+the library's default, a thread per core in every chain), only the hyperparameters stored
+(the area effects' draws would cost N x 2 x draws x 8 bytes each).
 Columns: wall s end to end (model build incl. scaling factors + compile + sampling),
 compile s, min bulk ESS over beta0, beta1, sigma, rho (ArviZ, for every row alike) and
 which, ESS per wall second, that ESS/s over Stan's at the same size, max R-hat over the
@@ -270,10 +272,15 @@ def stan_data(data: BenchData, scale: np.ndarray) -> dict:
 # -- one run -------------------------------------------------------------------------------
 
 def run_one(areas: int, model: str, draws: int, seed: int, islands: bool,
-            adaptation: str = "diag") -> dict:
-    """Simulate, fit once in this process (and its children) and measure it."""
+            adaptation: str = "diag", blas: int = 1) -> dict:
+    """Simulate, fit once in this process (and its children) and measure it; `blas`
+    threads per chain (0: the library's default, one per core)."""
+    from threadpoolctl import threadpool_limits
+
     data = simulate(areas, seed, islands)
-    with PeakMemory() as memory:
+    if blas:  # PyMC's chains are processes of their own: they read it at start
+        os.environ["OPENBLAS_NUM_THREADS"] = str(blas)
+    with PeakMemory() as memory, threadpool_limits(limits=blas or None, user_api="blas"):
         fit = _fit_stan(data, draws, seed) if model == "stan" else \
             _fit_pymc(model, data, draws, seed, adaptation)
     posterior, n = fit.pop("posterior"), data.graph.n
@@ -284,7 +291,7 @@ def run_one(areas: int, model: str, draws: int, seed: int, islands: bool,
     low, high = posterior.quantile(0.05, dim=("chain", "draw")), \
         posterior.quantile(0.95, dim=("chain", "draw"))
     graph = data.graph
-    return {"areas": n, "model": model, "sampler": SAMPLER[model], **fit,
+    return {"areas": n, "model": model, "sampler": SAMPLER[model], "blas": blas, **fit,
             "min_ess": least, "worst": worst, "ess_per_s": least / fit["wall_s"],
             "max_rhat": max(float(rhat[v]) for v in HYPER),
             "us_per_grad_area": 1e6 * fit["chain_s"] / fit["grads"] / n,
@@ -379,24 +386,28 @@ def main() -> None:
     parser.add_argument("--timeout", type=float, default=None, help="seconds per run")
     parser.add_argument("--adaptation", choices=("diag", "low_rank"), default="diag",
                         help="nutpie mass matrix for the product row")
+    parser.add_argument("--blas-threads", nargs="+", type=int, default=[1],
+                        help="BLAS threads per chain, a row for each (0: the library's "
+                             "default; 1: as gapmodel.fit samples)")
     parser.add_argument("--one", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.one:
         print(json.dumps(run_one(args.areas[0], args.models[0], args.draws, args.seed,
-                                 not args.no_islands, args.adaptation)))
+                                 not args.no_islands, args.adaptation, args.blas_threads[0])))
         return
     print(machine_line(args.parallel, args.draws) + f"; nutpie adaptation {args.adaptation}",
           flush=True)
-    runs = [(areas, model) for areas in args.areas for model in args.models]
+    runs = [(areas, model, blas) for areas in args.areas for model in args.models
+            for blas in args.blas_threads]
     with ThreadPoolExecutor(max_workers=args.parallel) as pool:
         rows = list(pool.map(lambda run: _run(*run, args), runs))
     print()
     print(report(rows))
 
 
-def _run(areas: int, model: str, args: argparse.Namespace) -> dict:
-    """One (areas, model) fit in a fresh process; a row of the table."""
-    label = {"areas": areas, "model": model, "sampler": SAMPLER[model]}
+def _run(areas: int, model: str, blas: int, args: argparse.Namespace) -> dict:
+    """One (areas, model, BLAS threads) fit in a fresh process; a row of the table."""
+    label = {"areas": areas, "model": model, "sampler": SAMPLER[model], "blas": blas}
     if model == "handwritten" and areas > DENSE_LIMIT:
         row = {**label, "note": f"skipped: the dense adjacency needs N^2 memory "
                                 f"({areas ** 2 * 8 / 2**30:.1f} GB as int64)"}
@@ -405,7 +416,7 @@ def _run(areas: int, model: str, args: argparse.Namespace) -> dict:
     else:
         cmd = [sys.executable, __file__, "--one", "--areas", str(areas), "--models", model,
                "--draws", str(args.draws), "--seed", str(args.seed),
-               "--adaptation", args.adaptation]
+               "--adaptation", args.adaptation, "--blas-threads", str(blas)]
         if args.no_islands:
             cmd.append("--no-islands")
         row = run_child(cmd, label, args.timeout, dict(os.environ))
@@ -422,13 +433,14 @@ def _stan_missing() -> str | None:
     return "R lacks rstan or jsonlite (bench/setup_stan.sh)" if done.returncode else None
 
 
-HEADER = (f"{'areas':>6} {'model':11} {'sampler':7} {'wall s':>8} {'compile s':>9} "
+HEADER = (f"{'areas':>6} {'model':11} {'sampler':7} {'blas':>4} {'wall s':>8} {'compile s':>9} "
           f"{'min ESS':>7} {'worst':5} {'ESS/s':>7} {'x Stan':>6} {'R-hat':>5} {'div':>4} "
           f"{'peak MB':>7} {'us/grad/area':>12}  covered (beta1 sigma rho)")
 
 
 def _format(row: dict, stan: float | None = None) -> str:
-    head = f"{row['areas']:6d} {row['model']:11} {row['sampler']:7}"
+    blas = row.get("blas", 1)
+    head = f"{row['areas']:6d} {row['model']:11} {row['sampler']:7} {blas or 'all':>4}"
     if "note" in row:
         return f"{head} {row['note']}"
     ratio = f"{row['ess_per_s'] / stan:6.2f}" if stan else f"{'-':>6}"
@@ -457,21 +469,23 @@ def report(rows: list[dict]) -> str:
     if fitted:
         lines += ["", "mixing: bulk ESS of sigma and rho, and per 1,000 post-warm-up draws "
                       "(both chains); gate = min ESS >= 400 and R-hat <= 1.01 over all four",
-                  f"  {'areas':>6} {'model':11} {'draws':>6} {'ESS sigma':>9} {'ESS rho':>8} "
+                  f"  {'areas':>6} {'model':11} {'blas':>4} {'draws':>6} {'ESS sigma':>9} "
+                  f"{'ESS rho':>8} "
                   f"{'sigma/1k':>8} {'rho/1k':>7}  gate"]
         for r in fitted:
             e, k = r["ess"], 1000 / r["draws"]
             gate = "yes" if r["min_ess"] >= 400 and r["max_rhat"] <= 1.01 else "no"
-            lines.append(f"  {r['areas']:6d} {r['model']:11} {r['draws']:6d} "
+            lines.append(f"  {r['areas']:6d} {r['model']:11} {r.get('blas', 1) or 'all':>4} "
+                         f"{r['draws']:6d} "
                          f"{e['sigma']:9.0f} {e['rho']:8.0f} {e['sigma'] * k:8.0f} "
                          f"{e['rho'] * k:7.0f}  {gate}")
     sizes = sorted({r["areas"] for r in rows})
     lines += ["", "cost per area (us per gradient evaluation per area):",
-              f"  {'model':11} {'sampler':7} " + " ".join(f"{a:>9d}" for a in sizes)]
-    for model in dict.fromkeys(r["model"] for r in rows):
+              f"  {'model':11} {'sampler':7} {'blas':>4} " + " ".join(f"{a:>9d}" for a in sizes)]
+    for model, blas in dict.fromkeys((r["model"], r.get("blas", 1)) for r in rows):
         cost = {r["areas"]: r["us_per_grad_area"] for r in rows
-                if r["model"] == model and "note" not in r}
-        lines.append(f"  {model:11} {SAMPLER[model]:7} "
+                if (r["model"], r.get("blas", 1)) == (model, blas) and "note" not in r}
+        lines.append(f"  {model:11} {SAMPLER[model]:7} {blas or 'all':>4} "
                      + " ".join(f"{cost[a]:9.3f}" if a in cost else f"{'-':>9}" for a in sizes))
     return "\n".join(lines)
 

@@ -4,6 +4,8 @@
     .venv/bin/python bench/fit.py --specs models/synthetic_icb.yaml --areas 100
     .venv/bin/python bench/fit.py --samplers nutpie pymc --draws 500
     .venv/bin/python bench/fit.py --parallel 6 --timeout 600   # a machine with cores to spare
+    .venv/bin/python bench/fit.py --specs models/synthetic_icb.yaml --samplers nutpie \
+        --blas-threads 0 1                         # BLAS threads per chain, side by side
 
 Each (spec, sampler) runs in its own process so that peak memory is its own; with
 `--parallel N` up to N of them run at once (each samples 2 chains on 2 cores, so use it
@@ -12,7 +14,9 @@ table: wall time end to end (build + compile + sampling), compile time where the
 exposes it, min bulk ESS over the gate's hyperparameters (and which one), ESS per
 second of wall time, divergences and peak memory. numpyro needs `pip install -e
 ".[bench]"` (JAX, run on the CPU unless JAX_PLATFORMS says otherwise); it is skipped with
-a note when missing. Machines are noisy: compare rows of one run, not runs.
+a note when missing. BLAS runs single-threaded inside each chain, as gapmodel.fit samples;
+`--blas-threads 0 1` adds rows with the library's default (a thread per core in every
+chain). Machines are noisy: compare rows of one run, not runs.
 """
 
 from __future__ import annotations
@@ -32,9 +36,11 @@ DEFAULT_SPECS = ("models/synthetic_icb.yaml", "models/hypertension_england_pcn.y
 
 
 def run_one(spec_path: str, sampler: str, draws: int, areas: int | None,
-            data_dir: str | None) -> dict:
-    """Fit once in this process and measure it."""
+            data_dir: str | None, blas: int = 1) -> dict:
+    """Fit once in this process and measure it, with `blas` BLAS threads per chain (0: the
+    library's default, a thread per core; 1: as gapmodel.fit samples)."""
     import pymc as pm
+    from threadpoolctl import threadpool_limits
 
     from gapmodel.fit import monitored
     from gapmodel.model import build_model
@@ -46,6 +52,9 @@ def run_one(spec_path: str, sampler: str, draws: int, areas: int | None,
         spec = spec.model_copy(update={"data": spec.data.model_copy(update={"areas": areas})})
     s = spec.sampler
     dataset, _ = load_spec_data(spec, data_dir)
+    if blas:  # PyMC's chains are processes of their own: they read it at start
+        os.environ["OPENBLAS_NUM_THREADS"] = str(blas)
+    limits = threadpool_limits(limits=blas or None, user_api="blas")
     start = time.perf_counter()
     model, _ = build_model(dataset, spec)
     compile_s = float("nan")
@@ -70,11 +79,12 @@ def run_one(spec_path: str, sampler: str, draws: int, areas: int | None,
                               target_accept=s.target_accept, random_seed=s.seed,
                               progressbar=False, compute_convergence_checks=False)
     wall = time.perf_counter() - start
+    limits.restore_original_limits()
     names = monitored(idata)
     least, worst = min_ess(idata.posterior.to_dataset(), names)
     stats = idata.sample_stats
     divergences = int(stats["diverging"].sum()) if "diverging" in stats else -1
-    return {"spec": spec.name, "sampler": sampler, "cells": len(dataset.cells),
+    return {"spec": spec.name, "sampler": sampler, "blas": blas, "cells": len(dataset.cells),
             "wall_s": wall, "compile_s": compile_s, "min_ess": least, "worst": worst,
             "ess_per_s": least / wall, "divergences": divergences,
             "peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
@@ -90,43 +100,49 @@ def main() -> None:
                                                          str(ROOT.parent / "shared" / "data")))
     parser.add_argument("--parallel", type=int, default=1, help="runs at a time")
     parser.add_argument("--timeout", type=float, default=None, help="seconds per run")
+    parser.add_argument("--blas-threads", nargs="+", type=int, default=[1],
+                        help="BLAS threads per chain, a row for each (0: the library's "
+                             "default; 1: as gapmodel.fit samples)")
     parser.add_argument("--one", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.one:
         print(json.dumps(run_one(args.specs[0], args.samplers[0], args.draws, args.areas,
-                                 args.data)))
+                                 args.data, args.blas_threads[0])))
         return
     print(machine_line(args.parallel, args.draws), flush=True)
-    runs = [(spec, sampler) for spec in args.specs for sampler in args.samplers]
+    runs = [(spec, sampler, blas) for spec in args.specs for sampler in args.samplers
+            for blas in args.blas_threads]
     with ThreadPoolExecutor(max_workers=args.parallel) as pool:
         rows = list(pool.map(lambda run: _run(*run, args), runs))
     print()
-    print(f"{'spec':28} {'sampler':8} {'cells':>7} {'wall s':>8} {'compile s':>9} "
+    print(f"{'spec':28} {'sampler':8} {'blas':>4} {'cells':>7} {'wall s':>8} {'compile s':>9} "
           f"{'min ESS':>8} {'ESS/s':>7} {'div':>4} {'peak MB':>8}  worst")
     for row in rows:
         print(_format(row))
 
 
-def _run(spec: str, sampler: str, args: argparse.Namespace) -> dict:
-    """One (spec, sampler) fit in a fresh process; a row of the table."""
+def _run(spec: str, sampler: str, blas: int, args: argparse.Namespace) -> dict:
+    """One (spec, sampler, BLAS threads) fit in a fresh process; a row of the table."""
+    label = {"spec": Path(spec).stem, "sampler": sampler, "blas": blas}
     if sampler == "numpyro" and not has_module("numpyro"):
-        row = {"spec": Path(spec).stem, "sampler": sampler,
+        row = {**label,
                "note": "numpyro not installed (pip install -e '.[bench]')"}
     else:
         cmd = [sys.executable, __file__, "--one", "--specs", spec, "--samplers", sampler,
-               "--draws", str(args.draws), "--data", args.data]
+               "--draws", str(args.draws), "--data", args.data, "--blas-threads", str(blas)]
         if args.areas:
             cmd += ["--areas", str(args.areas)]
         env = {**os.environ, "JAX_PLATFORMS": os.environ.get("JAX_PLATFORMS", "cpu")}
-        row = run_child(cmd, {"spec": Path(spec).stem, "sampler": sampler}, args.timeout, env)
+        row = run_child(cmd, label, args.timeout, env)
     print("done:", _format(row), flush=True)
     return row
 
 
 def _format(row: dict) -> str:
+    head = f"{row['spec']:28} {row['sampler']:8} {row.get('blas', 1) or 'all':>4}"
     if "note" in row:
-        return f"{row['spec']:28} {row['sampler']:8} {row['note']}"
-    return (f"{row['spec']:28} {row['sampler']:8} {row['cells']:7d} {row['wall_s']:8.1f} "
+        return f"{head} {row['note']}"
+    return (f"{head} {row['cells']:7d} {row['wall_s']:8.1f} "
             f"{row['compile_s']:9.1f} {row['min_ess']:8.0f} {row['ess_per_s']:7.2f} "
             f"{row['divergences']:4d} {row['peak_mb']:8.0f}  {row['worst']}")
 

@@ -12,6 +12,7 @@ import numpy as np
 import pandas as pd
 import pymc as pm
 import xarray as xr
+from threadpoolctl import threadpool_limits
 
 from gapmodel.data import Dataset
 from gapmodel.model import HYPERPARAMETERS, ModelData, build_model
@@ -57,8 +58,11 @@ class FitResult:
 
 
 def sample(model: pm.Model, spec: ModelSpec, progress: bool = True) -> xr.DataTree:
+    """NUTS with the spec's sampler settings. Each chain runs on its own core, so BLAS
+    runs single-threaded inside it: OpenBLAS's own threads would oversubscribe the cores
+    (a dense BYM2 eigenbasis gradient went from 16 ms to 0.5 ms at 1,000 areas)."""
     s = spec.sampler
-    with model:
+    with model, threadpool_limits(limits=1, user_api="blas"):
         return pm.sample(draws=s.draws, tune=s.tune, chains=s.chains,
                          cores=min(s.chains, 2), nuts_sampler=s.name,
                          target_accept=s.target_accept, random_seed=s.seed,
