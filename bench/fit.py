@@ -2,6 +2,8 @@
 
     .venv/bin/python bench/fit.py                      # synthetic default + England PCN
     .venv/bin/python bench/fit.py --specs models/synthetic_icb.yaml --areas 100
+    .venv/bin/python bench/fit.py --specs models/synthetic_icb.yaml --samplers nutpie \
+        --areas 100 300 1000 3000                  # the cost-per-cell curve
     .venv/bin/python bench/fit.py --samplers nutpie pymc --draws 500
     .venv/bin/python bench/fit.py --parallel 6 --timeout 600   # a machine with cores to spare
     .venv/bin/python bench/fit.py --specs models/synthetic_icb.yaml --samplers nutpie \
@@ -12,7 +14,8 @@ Each (spec, sampler) runs in its own process so that peak memory is its own; wit
 only where N x 2 cores are free), and `--timeout` stops a run that takes longer. Prints one
 table: wall time end to end (build + compile + sampling), compile time where the sampler
 exposes it, min bulk ESS over the gate's hyperparameters (and which one), ESS per
-second of wall time, divergences and peak memory. numpyro needs `pip install -e
+second of wall time, divergences, peak memory and microseconds per gradient per cell (with
+several `--areas`, the curve across sizes). numpyro needs `pip install -e
 ".[bench]"` (JAX, run on the CPU unless JAX_PLATFORMS says otherwise); it is skipped with
 a note when missing. BLAS runs single-threaded inside each chain, as gapmodel.fit samples;
 `--blas-threads 0 1` adds rows with the library's default (a thread per core in every
@@ -57,7 +60,7 @@ def run_one(spec_path: str, sampler: str, draws: int, areas: int | None,
     limits = threadpool_limits(limits=blas or None, user_api="blas")
     start = time.perf_counter()
     model, _ = build_model(dataset, spec)
-    compile_s = float("nan")
+    compile_s, chain_s = float("nan"), None
     if sampler == "nutpie":
         import nutpie
 
@@ -65,9 +68,11 @@ def run_one(spec_path: str, sampler: str, draws: int, areas: int | None,
         compiled = nutpie.compile_pymc_model(model)
         compile_s = time.perf_counter() - t0
         kwargs = {"adaptation": s.adaptation} if s.adaptation != "diag" else {}
+        t0 = time.perf_counter()
         idata = nutpie.sample(compiled, draws=draws, tune=draws, chains=s.chains,
                               cores=min(s.chains, 2), seed=s.seed,
                               target_accept=s.target_accept, progress_bar=False, **kwargs)
+        chain_s = (time.perf_counter() - t0) * min(s.chains, 2)  # chains run in threads
     else:
         if sampler == "pymc":
             t0 = time.perf_counter()
@@ -77,17 +82,33 @@ def run_one(spec_path: str, sampler: str, draws: int, areas: int | None,
             idata = pm.sample(draws=draws, tune=draws, chains=s.chains,
                               cores=min(s.chains, 2), nuts_sampler=sampler,
                               target_accept=s.target_accept, random_seed=s.seed,
-                              progressbar=False, compute_convergence_checks=False)
+                              progressbar=False, compute_convergence_checks=False,
+                              discard_tuned_samples=False)
     wall = time.perf_counter() - start
     limits.restore_original_limits()
     names = monitored(idata)
     least, worst = min_ess(idata.posterior.to_dataset(), names)
     stats = idata.sample_stats
     divergences = int(stats["diverging"].sum()) if "diverging" in stats else -1
-    return {"spec": spec.name, "sampler": sampler, "blas": blas, "cells": len(dataset.cells),
-            "wall_s": wall, "compile_s": compile_s, "min_ess": least, "worst": worst,
-            "ess_per_s": least / wall, "divergences": divergences,
+    cells = len(dataset.cells)
+    return {"spec": spec.name, "sampler": sampler, "blas": blas, "areas": areas,
+            "cells": cells, "wall_s": wall, "compile_s": compile_s, "min_ess": least,
+            "worst": worst, "ess_per_s": least / wall, "divergences": divergences,
+            "us_per_grad_cell": _gradient_cost(idata, sampler, chain_s, cells),
             "peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+
+
+def _gradient_cost(idata, sampler: str, chain_s: float | None, cells: int) -> float:
+    """Microseconds of chain time per gradient evaluation per cell, warm-up included (nutpie:
+    the sampling call's wall time x chains; PyMC: each iteration's own time). NaN where the
+    sampler does not report its steps."""
+    stats, warmup = idata.get("sample_stats"), idata.get("warmup_sample_stats")
+    if warmup is None or "n_steps" not in stats:
+        return float("nan")
+    if sampler == "pymc":
+        chain_s = float(stats["perf_counter_diff"].sum() + warmup["perf_counter_diff"].sum())
+    grads = int(stats["n_steps"].sum() + warmup["n_steps"].sum())
+    return 1e6 * chain_s / grads / cells if chain_s else float("nan")
 
 
 def main() -> None:
@@ -95,7 +116,8 @@ def main() -> None:
     parser.add_argument("--specs", nargs="+", default=list(DEFAULT_SPECS))
     parser.add_argument("--samplers", nargs="+", default=["nutpie", "pymc", "numpyro"])
     parser.add_argument("--draws", type=int, default=1000, help="tune and draws per chain")
-    parser.add_argument("--areas", type=int, default=None, help="resize simulated specs")
+    parser.add_argument("--areas", nargs="+", type=int, default=[None],
+                        help="resize simulated specs, a row for each size")
     parser.add_argument("--data", default=os.environ.get("GAPMODEL_DATA_DIR",
                                                          str(ROOT.parent / "shared" / "data")))
     parser.add_argument("--parallel", type=int, default=1, help="runs at a time")
@@ -106,23 +128,36 @@ def main() -> None:
     parser.add_argument("--one", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.one:
-        print(json.dumps(run_one(args.specs[0], args.samplers[0], args.draws, args.areas,
+        print(json.dumps(run_one(args.specs[0], args.samplers[0], args.draws, args.areas[0],
                                  args.data, args.blas_threads[0])))
         return
     print(machine_line(args.parallel, args.draws), flush=True)
-    runs = [(spec, sampler, blas) for spec in args.specs for sampler in args.samplers
-            for blas in args.blas_threads]
+    runs = [(spec, areas, sampler, blas) for spec in args.specs for areas in args.areas
+            for sampler in args.samplers for blas in args.blas_threads]
     with ThreadPoolExecutor(max_workers=args.parallel) as pool:
         rows = list(pool.map(lambda run: _run(*run, args), runs))
     print()
-    print(f"{'spec':28} {'sampler':8} {'blas':>4} {'cells':>7} {'wall s':>8} {'compile s':>9} "
-          f"{'min ESS':>8} {'ESS/s':>7} {'div':>4} {'peak MB':>8}  worst")
-    for row in rows:
-        print(_format(row))
+    print(report(rows))
 
 
-def _run(spec: str, sampler: str, blas: int, args: argparse.Namespace) -> dict:
-    """One (spec, sampler, BLAS threads) fit in a fresh process; a row of the table."""
+def report(rows: list[dict]) -> str:
+    """The table, then microseconds per gradient per cell across sizes (flat is the aim)."""
+    lines = [f"{'spec':28} {'sampler':8} {'blas':>4} {'cells':>7} {'wall s':>8} "
+             f"{'compile s':>9} {'min ESS':>8} {'ESS/s':>7} {'div':>4} {'peak MB':>8} "
+             f"{'us/grad/cell':>12}  worst"] + [_format(row) for row in rows]
+    fitted = [r for r in rows if "note" not in r]
+    if len({r["cells"] for r in fitted}) > 1:
+        lines += ["", "cost per cell (us per gradient evaluation per cell) by cells:"]
+        for key in dict.fromkeys((r["spec"], r["sampler"], r["blas"]) for r in fitted):
+            curve = [r for r in fitted if (r["spec"], r["sampler"], r["blas"]) == key]
+            lines.append(f"  {key[0]:28} {key[1]:8} {key[2] or 'all':>4}  " + "  ".join(
+                f"{r['cells']:,}: {r['us_per_grad_cell']:.3f}" for r in curve))
+    return "\n".join(lines)
+
+
+def _run(spec: str, areas: int | None, sampler: str, blas: int,
+         args: argparse.Namespace) -> dict:
+    """One (spec, size, sampler, BLAS threads) fit in a fresh process; a row of the table."""
     label = {"spec": Path(spec).stem, "sampler": sampler, "blas": blas}
     if sampler == "numpyro" and not has_module("numpyro"):
         row = {**label,
@@ -130,8 +165,8 @@ def _run(spec: str, sampler: str, blas: int, args: argparse.Namespace) -> dict:
     else:
         cmd = [sys.executable, __file__, "--one", "--specs", spec, "--samplers", sampler,
                "--draws", str(args.draws), "--data", args.data, "--blas-threads", str(blas)]
-        if args.areas:
-            cmd += ["--areas", str(args.areas)]
+        if areas:
+            cmd += ["--areas", str(areas)]
         env = {**os.environ, "JAX_PLATFORMS": os.environ.get("JAX_PLATFORMS", "cpu")}
         row = run_child(cmd, label, args.timeout, env)
     print("done:", _format(row), flush=True)
@@ -144,7 +179,8 @@ def _format(row: dict) -> str:
         return f"{head} {row['note']}"
     return (f"{head} {row['cells']:7d} {row['wall_s']:8.1f} "
             f"{row['compile_s']:9.1f} {row['min_ess']:8.0f} {row['ess_per_s']:7.2f} "
-            f"{row['divergences']:4d} {row['peak_mb']:8.0f}  {row['worst']}")
+            f"{row['divergences']:4d} {row['peak_mb']:8.0f} "
+            f"{row.get('us_per_grad_cell', float('nan')):12.3f}  {row['worst']}")
 
 
 if __name__ == "__main__":
