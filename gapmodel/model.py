@@ -15,6 +15,7 @@ measurements behind each choice.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -28,6 +29,8 @@ from gapmodel.data import Dataset
 from gapmodel.graph import Graph
 from gapmodel.likelihood import beta_binomial_logpmf, binomial_logpmf, interval_logp
 from gapmodel.spec import AreaEffect, GroupEffect, ModelSpec, NormalPrior
+
+log = logging.getLogger(__name__)
 
 #: Registered cases an area needs to take part in the anchors of `_anchored_prior`.
 MIN_ANCHOR_COUNT = 50
@@ -394,9 +397,11 @@ def area_graph(dataset: Dataset) -> Graph:
     return Graph.from_edges(len(dataset.areas), edges)
 
 
-#: Largest component sampled in its Laplacian eigenbasis when centred: the basis is dense
-#: (n^2 memory, an n^2 product per gradient); larger components use the sparse centred form.
-EIGEN_LIMIT = 2000
+#: Largest component sampled centred, in its Laplacian eigenbasis: the basis is dense (n^2
+#: memory, two n^2 products per gradient, bound by memory bandwidth). On bench/bym2.py's
+#: Poisson maps the centred form gets 2.9x the non-centred ESS per second at 1,000 areas and
+#: 0.86x at 2,000; above this size a centred spec falls back to the non-centred form.
+EIGEN_LIMIT = 1500
 
 
 def bym2_effect(sigma, graph: Graph, *, centered: bool, mean=0.0,
@@ -405,18 +410,19 @@ def bym2_effect(sigma, graph: Graph, *, centered: bool, mean=0.0,
     """BYM2 (Riebler et al. 2016) on the adjacency graph, each connected component's ICAR
     scaled on its own; isolated areas take the unstructured part only (variance sigma^2).
 
-    centred (data-rich areas): u itself is sampled. If every component has at most
-    `eigen_limit` areas, with the BYM2 prior marginalised over the structured part, in each
-    component's Laplacian eigenbasis (covariance per unit sigma^2 (1 - rho) I + rho Q^+ / s);
-    otherwise in the sparse centred form (`_bym2_centred_sparse`). Non-centred (thin data):
-    ICAR by pairwise differences with a hard sum-to-zero constraint per component, mixed
-    with unit normals.
+    centred (data-rich areas): u itself is sampled with the BYM2 prior marginalised over
+    the structured part, evaluated in each component's Laplacian eigenbasis (dense, so only
+    where no component has more than `eigen_limit` areas; above that the non-centred form
+    is used, and logged); the covariance per unit sigma^2 is (1 - rho) I + rho Q^+ / s.
+    Non-centred (thin data): ICAR by pairwise differences with a hard sum-to-zero
+    constraint per component, mixed with unit normals.
     """
     rho = pm.Beta("rho_bym2", *rho_prior)
     if centered and graph.sizes.max() <= eigen_limit:
         return _bym2_marginal(sigma, rho, graph, mean)
     if centered:
-        return _bym2_centred_sparse(sigma, rho, graph, mean)
+        log.info("BYM2: a component of %d areas exceeds the eigenbasis limit (%d): "
+                 "sampled non-centred", graph.sizes.max(), eigen_limit)
     scale = graph.scaling_factors()
     connected = ~graph.isolated
     phi = pt.zeros(graph.n)
@@ -431,30 +437,6 @@ def bym2_effect(sigma, graph: Graph, *, centered: bool, mean=0.0,
     shift = pt.where(connected, sigma * pt.sqrt(rho) * structured, 0.0)
     sd = pt.where(connected, sigma * pt.sqrt(1 - rho), sigma)
     return mean + shift + sd * pm.Normal("z_u", 0.0, 1.0, dims="area")
-
-
-def _bym2_centred_sparse(sigma, rho, graph: Graph, mean=0.0) -> pt.TensorVariable:
-    """u sampled centred, with sparse cost per gradient (any size): a centred structured
-    part s ~ ICAR with precision Q s_c / (sigma^2 rho) on each component (pairwise
-    differences, hard sum-to-zero, its log-determinant term written out), then
-    u ~ N(mean + s, sigma^2 (1 - rho)) on connected areas and N(mean, sigma^2) on isolated
-    ones. The same BYM2 as the other forms; the hyperparameters see s and u - s directly,
-    which suits areas whose data pin u."""
-    scale = np.nan_to_num(graph.scaling_factors(), nan=1.0)
-    connected = ~graph.isolated
-    structured = pt.zeros(graph.n)
-    for label in np.flatnonzero(graph.sizes > 1):
-        members = np.flatnonzero(graph.component == label)
-        part = pm.Flat(f"s_u{label}" if len(graph.sizes) > 1 else "s_u", shape=len(members),
-                       default_transform=ZeroSumTransform([-1]))
-        structured = pt.set_subtensor(structured[members], part)
-    i, j = graph.edges[:, 0], graph.edges[:, 1]
-    rank = int(connected.sum()) - int((graph.sizes > 1).sum())
-    variance = sigma**2 * rho
-    pm.Potential("icar", -0.5 * pt.sum(scale[i] * (structured[i] - structured[j]) ** 2)
-                 / variance - 0.5 * rank * pt.log(variance))
-    sd = pt.where(connected, sigma * pt.sqrt(1 - rho), sigma)
-    return pm.Normal("u", mean + structured, sd, dims="area")
 
 
 def _bym2_marginal(sigma, rho, graph: Graph, mean=0.0) -> pt.TensorVariable:
