@@ -59,8 +59,8 @@ class FitResult:
 
 def sample(model: pm.Model, spec: ModelSpec, progress: bool = True) -> xr.DataTree:
     """NUTS with the spec's sampler settings. Each chain runs on its own core, so BLAS
-    runs single-threaded inside it: OpenBLAS's own threads would oversubscribe the cores
-    (a dense BYM2 eigenbasis gradient went from 16 ms to 0.5 ms at 1,000 areas)."""
+    runs single-threaded inside it: OpenBLAS's own threads oversubscribe the cores (the
+    centred BYM2's gradient at 1,000 areas costs 3 times as much; docs/performance.md)."""
     s = spec.sampler
     with model, threadpool_limits(limits=1, user_api="blas"):
         return pm.sample(draws=s.draws, tune=s.tune, chains=s.chains,
