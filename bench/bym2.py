@@ -68,7 +68,7 @@ from pathlib import Path
 
 import numpy as np
 import scipy.sparse as sp
-from common import ROOT, PeakMemory, machine_line, min_ess, run_child
+from common import ROOT, PeakMemory, add_blas_option, limit_blas, machine_line, min_ess, run_child
 from scipy.sparse.linalg import splu
 from scipy.spatial import Delaunay
 
@@ -273,12 +273,8 @@ def run_one(areas: int, model: str, draws: int, seed: int, islands: bool,
             adaptation: str = "diag", blas: int = 1) -> dict:
     """Simulate, fit once in this process (and its children) and measure it; `blas`
     threads per chain (0: the library's default, one per core)."""
-    from threadpoolctl import threadpool_limits
-
     data = simulate(areas, seed, islands)
-    if blas:  # PyMC's chains are processes of their own: they read it at start
-        os.environ["OPENBLAS_NUM_THREADS"] = str(blas)
-    with PeakMemory() as memory, threadpool_limits(limits=blas or None, user_api="blas"):
+    with PeakMemory() as memory, limit_blas(blas):
         fit = _fit_stan(data, draws, seed) if model == "stan" else \
             _fit_pymc(model, data, draws, seed, adaptation)
     posterior, n = fit.pop("posterior"), data.graph.n
@@ -384,9 +380,7 @@ def main() -> None:
     parser.add_argument("--timeout", type=float, default=None, help="seconds per run")
     parser.add_argument("--adaptation", choices=("diag", "low_rank"), default="diag",
                         help="nutpie mass matrix for the product row")
-    parser.add_argument("--blas-threads", nargs="+", type=int, default=[1],
-                        help="BLAS threads per chain, a row for each (0: the library's "
-                             "default; 1: as gapmodel.fit samples)")
+    add_blas_option(parser)
     parser.add_argument("--one", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.one:

@@ -33,6 +33,22 @@ def has_module(module: str) -> bool:
     return importlib.util.find_spec(module) is not None
 
 
+def add_blas_option(parser) -> None:
+    parser.add_argument("--blas-threads", nargs="+", type=int, default=[1],
+                        help="BLAS threads per chain, a row for each (0: the library's "
+                             "default, one per core; 1: as gapmodel.fit samples)")
+
+
+def limit_blas(threads: int):
+    """BLAS threads per chain for this run (0: no limit); a threadpoolctl limiter, to use as
+    a context manager or to undo with `restore_original_limits()`."""
+    from threadpoolctl import threadpool_limits
+
+    if threads:  # PyMC's chains are processes of their own: they read it at start
+        os.environ["OPENBLAS_NUM_THREADS"] = str(threads)
+    return threadpool_limits(limits=threads or None, user_api="blas")
+
+
 def run_child(cmd: list[str], label: dict, timeout: float | None,
               env: dict | None = None) -> dict:
     """Run `cmd` (which prints a JSON row as its last stdout line); the row, or `label`

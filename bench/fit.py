@@ -33,7 +33,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from common import ROOT, has_module, machine_line, min_ess, run_child
+from common import ROOT, add_blas_option, has_module, limit_blas, machine_line, min_ess, run_child
 
 DEFAULT_SPECS = ("models/synthetic_icb.yaml", "models/hypertension_england_pcn.yaml")
 
@@ -43,7 +43,6 @@ def run_one(spec_path: str, sampler: str, draws: int, areas: int | None,
     """Fit once in this process and measure it, with `blas` BLAS threads per chain (0: the
     library's default, a thread per core; 1: as gapmodel.fit samples)."""
     import pymc as pm
-    from threadpoolctl import threadpool_limits
 
     from gapmodel.fit import monitored
     from gapmodel.model import build_model
@@ -55,9 +54,7 @@ def run_one(spec_path: str, sampler: str, draws: int, areas: int | None,
         spec = spec.model_copy(update={"data": spec.data.model_copy(update={"areas": areas})})
     s = spec.sampler
     dataset, _ = load_spec_data(spec, data_dir)
-    if blas:  # PyMC's chains are processes of their own: they read it at start
-        os.environ["OPENBLAS_NUM_THREADS"] = str(blas)
-    limits = threadpool_limits(limits=blas or None, user_api="blas")
+    limits = limit_blas(blas)
     start = time.perf_counter()
     model, _ = build_model(dataset, spec)
     compile_s, chain_s = float("nan"), None
@@ -91,9 +88,9 @@ def run_one(spec_path: str, sampler: str, draws: int, areas: int | None,
     stats = idata.sample_stats
     divergences = int(stats["diverging"].sum()) if "diverging" in stats else -1
     cells = len(dataset.cells)
-    return {"spec": spec.name, "sampler": sampler, "blas": blas, "areas": areas,
-            "cells": cells, "wall_s": wall, "compile_s": compile_s, "min_ess": least,
-            "worst": worst, "ess_per_s": least / wall, "divergences": divergences,
+    return {"spec": spec.name, "sampler": sampler, "blas": blas, "cells": cells,
+            "wall_s": wall, "compile_s": compile_s, "min_ess": least, "worst": worst,
+            "ess_per_s": least / wall, "divergences": divergences,
             "us_per_grad_cell": _gradient_cost(idata, sampler, chain_s, cells),
             "peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
 
@@ -122,9 +119,7 @@ def main() -> None:
                                                          str(ROOT.parent / "shared" / "data")))
     parser.add_argument("--parallel", type=int, default=1, help="runs at a time")
     parser.add_argument("--timeout", type=float, default=None, help="seconds per run")
-    parser.add_argument("--blas-threads", nargs="+", type=int, default=[1],
-                        help="BLAS threads per chain, a row for each (0: the library's "
-                             "default; 1: as gapmodel.fit samples)")
+    add_blas_option(parser)
     parser.add_argument("--one", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.one:
