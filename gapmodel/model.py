@@ -742,13 +742,27 @@ def _recorded_rate_root(data: ModelData, pi, group_term, steps: int = 4
 
     share = pt.clip(by_area(cases), 1e-9, 1.0)
     centre = by_area(cases * group_term) / share
-    u = _logit(pt.clip(target / share, 1e-6, 1 - 1e-6)) - centre
+    detection = capped_detection(target / share)
+    goal = _logit(pt.clip(share * detection, 1e-9, 1 - 1e-9))
+    u = _logit(pt.clip(detection, 1e-6, 1 - 1e-6)) - centre
     for _ in range(steps):
         sig = pm.math.sigmoid(u[data.cell_area] + group_term)
         rate = pt.clip(by_area(cases * sig), 1e-9, 1 - 1e-9)
         slope = by_area(cases * sig * (1 - sig)) / (rate * (1 - rate))
-        u = u - pt.clip((_logit(rate) - _logit(target)) / pt.maximum(slope, 1e-9), -1.0, 1.0)
+        u = u - pt.clip((_logit(rate) - goal) / pt.maximum(slope, 1e-9), -1.0, 1.0)
     return u
+
+
+def capped_detection(implied, power: float = 8.0):
+    """An area's implied detection (registered / expected cases) held smoothly below 1:
+    d / (1 + d^k)^(1/k), within 1% of d up to 0.7 and 2% up to 0.8.
+
+    Where the registers reach the expected cases, the root of `_recorded_rate_root` has no
+    solution, and as they near it the root's logit grows without bound: d log-odds / d log d
+    is 1 / (1 - d). The anchored prior's scales are moments of the roots, so a list near
+    its expected cases put a cliff in the density (divergent transitions in the dementia
+    fit). Capped, the slope is at most about k."""
+    return implied / (1.0 + implied**power) ** (1.0 / power)
 
 
 def laplace_collapse(loglik, mean, sigma, start, steps: int = 6,

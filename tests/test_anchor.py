@@ -51,3 +51,29 @@ def test_anchored_density_equals_the_original(levels):
             np.log(values[f"sigma_level_{lvl}"]) for lvl in levels)
         expected = plain.compile_logp(jacobian=False)(original) + jacobian
         assert anchored.compile_logp()(point) == pytest.approx(expected, rel=1e-9, abs=1e-6)
+
+
+def test_register_root_stays_smooth_where_registers_reach_the_expected_cases():
+    """As prevalence falls until an area's registers exceed its expected cases, each area's
+    root moves by at most about 8 on the log-odds scale per unit of log prevalence: without
+    the cap its slope, 1 / (1 - d), grows without bound and made divergent transitions."""
+    import pytensor
+    import pytensor.tensor as pt
+
+    from gapmodel.model import _area_totals, _recorded_rate_root, prepare
+
+    dataset = simulate(24, seed=3, register="totals").dataset
+    data = prepare(dataset, _spec(True, ["pcn"]))
+    population, total = _area_totals(data)
+    log_scale = pt.dscalar("log_scale")
+    cases_rate = total[data.cell_area] / population[data.cell_area]
+    pi = pt.exp(log_scale) * cases_rate  # each area's implied detection is exp(-log_scale)
+    root = _recorded_rate_root(data, pi, pt.zeros(data.n_cells))
+    slope = pytensor.function([log_scale], [root, pytensor.gradient.jacobian(root, log_scale)])
+    crossing = np.linspace(-0.5, 0.5, 201)  # implied detection from 1.65 down to 0.61
+    roots, slopes = map(np.array, zip(*(slope(x) for x in crossing), strict=True))
+    assert np.isfinite(roots).all() and np.isfinite(slopes).all()
+    assert np.abs(slopes).max() <= 8.5
+    # where the registers are well below the expected cases the root is the plain logit
+    far = crossing == 0.5
+    assert roots[far] == pytest.approx(np.log(np.exp(-0.5) / (1 - np.exp(-0.5))), abs=0.05)
