@@ -8,6 +8,8 @@
     .venv/bin/python bench/fit.py --parallel 6 --timeout 600   # a machine with cores to spare
     .venv/bin/python bench/fit.py --specs models/synthetic_icb.yaml --samplers nutpie \
         --blas-threads 0 1                         # BLAS threads per chain, side by side
+    .venv/bin/python bench/fit.py --specs models/synthetic_icb.yaml --samplers nutpie \
+        --adaptation diag low_rank                 # nutpie's mass matrices, side by side
 
 Each (spec, sampler) runs in its own process so that peak memory is its own; with
 `--parallel N` up to N of them run at once (each samples 2 chains on 2 cores, so use it
@@ -19,7 +21,8 @@ several `--areas`, the curve across sizes). numpyro needs `pip install -e
 ".[bench]"` (JAX, run on the CPU unless JAX_PLATFORMS says otherwise); it is skipped with
 a note when missing. BLAS runs single-threaded inside each chain, as gapmodel.fit samples;
 `--blas-threads 0 1` adds rows with the library's default (a thread per core in every
-chain). Machines are noisy: compare rows of one run, not runs.
+chain). `--adaptation diag low_rank` runs nutpie with each mass matrix in place of the
+spec's own (the `adapt` column). Machines are noisy: compare rows of one run, not runs.
 """
 
 from __future__ import annotations
@@ -39,9 +42,10 @@ DEFAULT_SPECS = ("models/synthetic_icb.yaml", "models/hypertension_england_pcn.y
 
 
 def run_one(spec_path: str, sampler: str, draws: int, areas: int | None,
-            data_dir: str | None, blas: int = 1) -> dict:
+            data_dir: str | None, blas: int = 1, adaptation: str = "spec") -> dict:
     """Fit once in this process and measure it, with `blas` BLAS threads per chain (0: the
-    library's default, a thread per core; 1: as gapmodel.fit samples)."""
+    library's default, a thread per core; 1: as gapmodel.fit samples) and nutpie's
+    `adaptation` (diag, low_rank, or the spec's own)."""
     import pymc as pm
 
     from gapmodel.fit import monitored
@@ -53,6 +57,8 @@ def run_one(spec_path: str, sampler: str, draws: int, areas: int | None,
     if areas is not None and spec.data.kind == "simulate":
         spec = spec.model_copy(update={"data": spec.data.model_copy(update={"areas": areas})})
     s = spec.sampler
+    if adaptation != "spec":
+        s = s.model_copy(update={"adaptation": adaptation})
     dataset, _ = load_spec_data(spec, data_dir)
     limits = limit_blas(blas)
     start = time.perf_counter()
@@ -88,7 +94,8 @@ def run_one(spec_path: str, sampler: str, draws: int, areas: int | None,
     stats = idata.sample_stats
     divergences = int(stats["diverging"].sum()) if "diverging" in stats else -1
     cells = len(dataset.cells)
-    return {"spec": spec.name, "sampler": sampler, "blas": blas, "cells": cells,
+    return {"spec": spec.name, "sampler": sampler, "blas": blas,
+            "adapt": s.adaptation if sampler == "nutpie" else "-", "cells": cells,
             "wall_s": wall, "compile_s": compile_s, "min_ess": least, "worst": worst,
             "ess_per_s": least / wall, "divergences": divergences,
             "us_per_grad_cell": _gradient_cost(idata, sampler, chain_s, cells),
@@ -120,15 +127,19 @@ def main() -> None:
     parser.add_argument("--parallel", type=int, default=1, help="runs at a time")
     parser.add_argument("--timeout", type=float, default=None, help="seconds per run")
     add_blas_option(parser)
+    parser.add_argument("--adaptation", nargs="+", default=["spec"],
+                        choices=("spec", "diag", "low_rank"),
+                        help="nutpie's mass matrix, a row for each (spec: the spec's own)")
     parser.add_argument("--one", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.one:
         print(json.dumps(run_one(args.specs[0], args.samplers[0], args.draws, args.areas[0],
-                                 args.data, args.blas_threads[0])))
+                                 args.data, args.blas_threads[0], args.adaptation[0])))
         return
     print(machine_line(args.parallel, args.draws), flush=True)
-    runs = [(spec, areas, sampler, blas) for spec in args.specs for areas in args.areas
-            for sampler in args.samplers for blas in args.blas_threads]
+    runs = [(spec, areas, sampler, blas, adaptation) for spec in args.specs
+            for areas in args.areas for sampler in args.samplers for blas in args.blas_threads
+            for adaptation in (args.adaptation if sampler == "nutpie" else ["spec"])]
     with ThreadPoolExecutor(max_workers=args.parallel) as pool:
         rows = list(pool.map(lambda run: _run(*run, args), runs))
     print()
@@ -137,29 +148,33 @@ def main() -> None:
 
 def report(rows: list[dict]) -> str:
     """The table, then microseconds per gradient per cell across sizes (flat is the aim)."""
-    lines = [f"{'spec':28} {'sampler':8} {'blas':>4} {'cells':>7} {'wall s':>8} "
+    lines = [f"{'spec':28} {'sampler':8} {'blas':>4} {'adapt':>8} {'cells':>7} {'wall s':>8} "
              f"{'compile s':>9} {'min ESS':>8} {'ESS/s':>7} {'div':>4} {'peak MB':>8} "
              f"{'us/grad/cell':>12}  worst"] + [_format(row) for row in rows]
     fitted = [r for r in rows if "note" not in r]
     if len({r["cells"] for r in fitted}) > 1:
         lines += ["", "cost per cell (us per gradient evaluation per cell) by cells:"]
-        for key in dict.fromkeys((r["spec"], r["sampler"], r["blas"]) for r in fitted):
-            curve = [r for r in fitted if (r["spec"], r["sampler"], r["blas"]) == key]
-            lines.append(f"  {key[0]:28} {key[1]:8} {key[2] or 'all':>4}  " + "  ".join(
+        keys = ("spec", "sampler", "blas", "adapt")
+        for key in dict.fromkeys(tuple(r[k] for k in keys) for r in fitted):
+            curve = [r for r in fitted if tuple(r[k] for k in keys) == key]
+            lines.append(f"  {key[0]:28} {key[1]:8} {key[2] or 'all':>4} {key[3]:>8}  " + "  ".join(
                 f"{r['cells']:,}: {r['us_per_grad_cell']:.3f}" for r in curve))
     return "\n".join(lines)
 
 
-def _run(spec: str, areas: int | None, sampler: str, blas: int,
+def _run(spec: str, areas: int | None, sampler: str, blas: int, adaptation: str,
          args: argparse.Namespace) -> dict:
-    """One (spec, size, sampler, BLAS threads) fit in a fresh process; a row of the table."""
-    label = {"spec": Path(spec).stem, "sampler": sampler, "blas": blas}
+    """One (spec, size, sampler, BLAS threads, adaptation) fit in a fresh process; a row of
+    the table."""
+    label = {"spec": Path(spec).stem, "sampler": sampler, "blas": blas,
+             "adapt": adaptation if sampler == "nutpie" else "-"}
     if sampler == "numpyro" and not has_module("numpyro"):
         row = {**label,
                "note": "numpyro not installed (pip install -e '.[bench]')"}
     else:
         cmd = [sys.executable, __file__, "--one", "--specs", spec, "--samplers", sampler,
-               "--draws", str(args.draws), "--data", args.data, "--blas-threads", str(blas)]
+               "--draws", str(args.draws), "--data", args.data, "--blas-threads", str(blas),
+               "--adaptation", adaptation]
         if areas:
             cmd += ["--areas", str(areas)]
         env = {**os.environ, "JAX_PLATFORMS": os.environ.get("JAX_PLATFORMS", "cpu")}
@@ -169,7 +184,8 @@ def _run(spec: str, areas: int | None, sampler: str, blas: int,
 
 
 def _format(row: dict) -> str:
-    head = f"{row['spec']:28} {row['sampler']:8} {row.get('blas', 1) or 'all':>4}"
+    head = (f"{row['spec']:28} {row['sampler']:8} {row.get('blas', 1) or 'all':>4} "
+            f"{row.get('adapt', '-'):>8}")
     if "note" in row:
         return f"{head} {row['note']}"
     return (f"{head} {row['cells']:7d} {row['wall_s']:8.1f} "
