@@ -188,19 +188,6 @@ def _normal(name: str, prior: NormalPrior, **kwargs) -> pt.TensorVariable:
     return pm.Normal(name, prior.mu, prior.sigma, **kwargs)
 
 
-def _constant_effects(groups: np.ndarray, n_groups: int, data: ModelData,
-                      effects: dict[str, pt.TensorVariable]) -> pt.TensorVariable:
-    """Per group of cells, the sum of the detection group effects constant within it."""
-    total = pt.zeros(n_groups)
-    for attr, gamma in effects.items():
-        frame = pd.DataFrame({"group": groups, "level": data.cell_group[attr]})
-        frame = frame[frame["group"] >= 0]
-        values = frame.groupby("group")["level"].unique()
-        if len(values) == n_groups and values.map(len).eq(1).all():
-            total = total + gamma[np.array([v[0] for v in values.sort_index()])]
-    return total
-
-
 def _evidence_cases(data: ModelData) -> np.ndarray:
     """Each cell's cases expected from the prevalence evidence (prior centres, offsets at
     their means)."""
@@ -241,45 +228,66 @@ def _ridge_slopes(data: ModelData, groups: np.ndarray, n_groups: int) -> np.ndar
     return (1.0 - prevalence) / (1.0 - detection)
 
 
-def _sheared_offsets(data: ModelData, effects: dict[str, pt.TensorVariable]
-                     ) -> pt.TensorVariable:
-    """Relative risks (log scale) sampled along the same ridge as `_sheared_alpha`: a
-    group's higher prevalence goes with its lower detection (e.g. an ethnic group's
-    relative risk against its detection effect). Unit Jacobian; the prior stays on the
-    relative risks."""
+def _prevalence_shifts(spec: ModelSpec, data: ModelData, gamma0,
+                       effects: dict[str, pt.TensorVariable]
+                       ) -> tuple[pt.TensorVariable, pt.TensorVariable]:
+    """How far the prevalence intercepts (alpha, by reference stratum) and the free
+    relative risks (log_rr) move along the ridge that registers leave open when the
+    detection terms move.
+
+    Registers pin pi * theta, so within the evidence's uncertainty a higher detection in a
+    cell goes with a lower prevalence there: d logit pi ~ -d eta / lambda,
+    lambda = (1 - pi) / (1 - theta), eta the cell's detection logit less its area effect.
+    Registers of totals pin only each stratum's level, which moves with the intercept.
+    Registers by stratum pin every cell, so every group effect has its own ridge: the
+    shifts are the weighted least-squares fit (weights: expected cases) of
+    -(eta_c - eta0_c) / lambda_c over the cells by alpha and log_rr, a fixed linear map of
+    the intercept and group effects. An ethnic group's detection effect then moves its own
+    relative risk, and the reference group's moves alpha, with the others' relative risks
+    moving back."""
+    n_ref, n_rr = len(data.ref_strata), len(data.offset_groups)
+    slope = _ridge_slopes(data, data.cell_ref, n_ref)
+    level = gamma0 - spec.detection.intercept.mu
+    if not data.resolves_strata:
+        return level / slope, pt.zeros(n_rr)
+    design = np.zeros((data.n_cells, n_ref + n_rr))
+    design[np.arange(data.n_cells), data.cell_ref] = 1.0
+    has = np.flatnonzero(data.cell_offset_group >= 0)
+    design[has, n_ref + data.cell_offset_group[has]] = 1.0
+    weight = np.sqrt(_evidence_cases(data))
+    fit = np.linalg.pinv(design * weight[:, None]) * (weight / slope[data.cell_ref])[None, :]
+    shift = level * fit.sum(axis=1)
+    for attr, gamma in effects.items():
+        levels = data.cell_group[attr]
+        by_level = np.stack([fit[:, levels == k].sum(axis=1)
+                             for k in range(len(data.group_levels[attr]))], axis=1)
+        shift = shift + pt.dot(by_level, gamma)
+    return shift[:n_ref], shift[n_ref:]
+
+
+def _sheared_offsets(data: ModelData, shift) -> pt.TensorVariable:
+    """Relative risks (log scale) sampled along the registers' ridge (`_prevalence_shifts`):
+    log_rr = m + r - shift with r the sampled coordinate. Unit Jacobian; the prior stays
+    on the relative risks."""
     groups = data.offset_groups
     mean, sd = groups["log_rr_mean"].to_numpy(), groups["log_rr_sd"].to_numpy()
-    level = _constant_effects(data.cell_offset_group, len(groups), data, effects) \
-        if data.resolves_strata else pt.zeros(len(groups))
-    slope = _ridge_slopes(data, data.cell_offset_group, len(groups))
     free = pm.Flat("log_rr_sheared", shape=len(groups))
-    log_rr = pm.Deterministic("log_rr", mean + free - level / slope)
+    log_rr = pm.Deterministic("log_rr", mean + free - shift)
     pm.Potential("log_rr_prior", pm.logp(pm.Normal.dist(mean, sd), log_rr).sum())
     return log_rr
 
 
-def _sheared_alpha(spec: ModelSpec, data: ModelData, gamma0,
-                   effects: dict[str, pt.TensorVariable]) -> pt.TensorVariable:
+def _sheared_alpha(spec: ModelSpec, data: ModelData, shift) -> pt.TensorVariable:
     """The prevalence intercepts, sampled along the ridge that registers leave open.
 
-    Registers pin pi * theta, so within the evidence's uncertainty a higher prevalence in
-    reference stratum k goes with a lower detection there:
-    d logit pi ~ -d eta_k / lambda_k, lambda_k = (1 - pi_k) / (1 - theta_k), where eta_k is
-    the stratum's detection level (intercept plus the group effects that are constant
-    within k, e.g. age band and sex). Sampling alpha directly leaves that ridge as long
-    diagonals; here alpha_k = m_k + a_k - (eta_k - eta0_k) / lambda_k with a_k the sampled
+    Sampling alpha directly leaves that ridge as long diagonals against the detection
+    terms; here alpha_k = m_k + a_k - shift_k (`_prevalence_shifts`) with a_k the sampled
     coordinate: a shear with unit Jacobian, the prior and the evidence staying exactly on
     alpha itself.
     """
     centre = reference_prior_centre(data)
-    level = gamma0 + pt.zeros(len(centre))
-    if data.resolves_strata:  # registers by stratum: each stratum has its own ridge
-        level = level + _constant_effects(data.cell_ref, len(centre), data, effects)
-    slope = _ridge_slopes(data, data.cell_ref, len(centre))
     free = pm.Flat("alpha_sheared", dims="ref_stratum")
-    start = spec.detection.intercept.mu
-    alpha = pm.Deterministic("alpha", centre + free - (level - start) / slope,
-                             dims="ref_stratum")
+    alpha = pm.Deterministic("alpha", centre + free - shift, dims="ref_stratum")
     pm.Potential("alpha_prior", pm.logp(pm.Normal.dist(centre, spec.prevalence.intercept_sigma),
                                         alpha).sum())
     return alpha
@@ -541,6 +549,43 @@ def eps_start(data: ModelData, sigma_eps: float, detection: float = 0.9) -> np.n
     return np.where(excess > 1.0, np.log(np.maximum(excess, 1.0)) / sigma_eps, 0.0)
 
 
+def rates_pinned_by_area(data: ModelData, sigma_eps: float) -> bool:
+    """Do the registers pin each area's recorded rate more tightly than the prevalence
+    deviation's prior spreads it? True where the median area's registered total reaches
+    1 / sigma_eps^2 (its Poisson noise on the log scale is then at most sigma_eps)."""
+    population, total = _area_totals(data)
+    populated = population > 0
+    return bool(populated.any() and np.median(total[populated]) >= 1.0 / sigma_eps**2)
+
+
+def _prevalence_deviation(spec: ModelSpec, data: ModelData, shift=None) -> pt.TensorVariable:
+    """Each area's unexplained prevalence deviation eps_a = sigma_eps z_a, z normal or
+    Student t.
+
+    With `shift`, where the registers pin every area's recorded rate, z is sampled along
+    the ridges they leave open: z_a = z'_a - shift_a / sigma_eps with z' the sampled
+    coordinate, a shear with unit Jacobian; the prior stays on z, so the model is
+    unchanged. `shift_a` is (u_a - gamma0) / lambda_a + X_a (beta_pi - mu): the area's
+    detection effect over the ridge's slope lambda_a = (1 - pi_a) / (1 - theta_a)
+    (d logit pi_a = -d logit theta_a / lambda_a keeps pi_a theta_a fixed), and the
+    covariates' departure from their prior means, so that the area's prevalence deviation
+    is sampled centred. Without it every area's deviation and detection effect share a
+    narrow diagonal that no diagonal mass matrix can follow, and the covariates' effect on
+    prevalence one long diagonal with all the deviations (docs/performance.md)."""
+    nu, sigma_eps = spec.prevalence.eps_nu, spec.prevalence.sigma_eps
+    start = eps_start(data, sigma_eps) if nu is not None else None
+    if shift is None:
+        z = (pm.Normal("z_eps", 0.0, 1.0, dims="area") if nu is None
+             else pm.StudentT("z_eps", nu=nu, mu=0.0, sigma=1.0, dims="area", initval=start))
+        return sigma_eps * z
+    free = pm.Flat("z_eps_sheared", dims="area", initval=start)
+    z = pm.Deterministic("z_eps", free - shift / sigma_eps, dims="area")
+    prior = pm.Normal.dist(0.0, 1.0) if nu is None else pm.StudentT.dist(nu=nu, mu=0.0,
+                                                                          sigma=1.0)
+    pm.Potential("z_eps_prior", pm.logp(prior, z).sum())
+    return sigma_eps * z
+
+
 def build_model(dataset: Dataset, spec: ModelSpec) -> tuple[pm.Model, ModelData]:
     """The PyMC model and its index data."""
     data = prepare(dataset, spec)
@@ -555,32 +600,40 @@ def build_model(dataset: Dataset, spec: ModelSpec) -> tuple[pm.Model, ModelData]
         group_term = pt.zeros(data.n_cells)
         for attr, gamma in effects.items():
             group_term = group_term + gamma[data.cell_group[attr]]
-        # true prevalence
-        alpha = _sheared_alpha(spec, data, gamma0, effects)
-        logit_pi = alpha[data.cell_ref] + data.cell_offset_fixed
-        if len(data.offset_groups):
-            log_rr = _sheared_offsets(data, effects)
-            has = data.cell_offset_group >= 0
-            logit_pi = logit_pi + pt.where(has, log_rr[np.maximum(data.cell_offset_group, 0)],
-                                           0.0)
-        if data.x_pi.shape[1]:
-            logit_pi = logit_pi + (data.x_pi @ _coefficients(
-                "beta_pi", list(spec.prevalence.covariates.values()), "cov_pi"))[data.cell_area]
-        if spec.prevalence.sigma_eps > 0:
-            nu = spec.prevalence.eps_nu
-            z_eps = (pm.Normal("z_eps", 0.0, 1.0, dims="area") if nu is None
-                     else pm.StudentT("z_eps", nu=nu, mu=0.0, sigma=1.0, dims="area",
-                                      initval=eps_start(data, spec.prevalence.sigma_eps)))
-            eps = spec.prevalence.sigma_eps * z_eps
-            logit_pi = logit_pi + eps[data.cell_area]
         # Area-level detection: intercept + covariates + area effect. With a centred area
         # effect the intercept and covariates are its mean (hierarchical centring), which
-        # removes the ridge between them and the data-pinned area effects.
+        # removes the ridge between them and the data-pinned area effects. Sampled (not
+        # collapsed) area effects come first: the prevalence deviations move with them.
         anchored = spec.detection.area.anchor
         covariate_term = pt.zeros(len(data.areas))
         if data.x_theta.shape[1] and not anchored:
             covariate_term = data.x_theta @ _coefficients(
                 "beta_theta", list(spec.detection.covariates.values()), "cov_theta")
+        area_logit = None if spec.detection.area.collapse else \
+            _area_effect(spec, data, dataset, gamma0, covariate_term)
+        # true prevalence
+        alpha_shift, rr_shift = _prevalence_shifts(spec, data, gamma0, effects)
+        alpha = _sheared_alpha(spec, data, alpha_shift)
+        logit_pi = alpha[data.cell_ref] + data.cell_offset_fixed
+        if len(data.offset_groups):
+            log_rr = _sheared_offsets(data, rr_shift)
+            has = data.cell_offset_group >= 0
+            logit_pi = logit_pi + pt.where(has, log_rr[np.maximum(data.cell_offset_group, 0)],
+                                           0.0)
+        covariates_pi = pt.zeros(len(data.areas))
+        if data.x_pi.shape[1]:
+            priors = list(spec.prevalence.covariates.values())
+            covariates_pi = data.x_pi @ _coefficients("beta_pi", priors, "cov_pi")
+            logit_pi = logit_pi + covariates_pi[data.cell_area]
+        if spec.prevalence.sigma_eps > 0:
+            shift = None
+            if area_logit is not None and rates_pinned_by_area(data, spec.prevalence.sigma_eps):
+                centre = data.x_pi @ np.array([p.mu for p in priors]) if data.x_pi.shape[1] \
+                    else 0.0
+                slope = _ridge_slopes(data, data.cell_area, len(data.areas))
+                shift = (area_logit - gamma0) / slope + covariates_pi - centre
+            eps = _prevalence_deviation(spec, data, shift)
+            logit_pi = logit_pi + eps[data.cell_area]
         pi = pm.math.sigmoid(logit_pi)
         weight = _completeness_weights(spec, data)
         concentration = None
@@ -604,7 +657,6 @@ def build_model(dataset: Dataset, spec: ModelSpec) -> tuple[pm.Model, ModelData]
             area_logit = laplace_collapse(register_loglik, mean, sigma, start,
                                           search=register_search)
         else:
-            area_logit = _area_effect(spec, data, dataset, gamma0, covariate_term)
             pm.Potential("register", register_loglik(area_logit))
         theta = pm.math.sigmoid(area_logit[data.cell_area] + group_term)
         pm.Deterministic("pi", pi)
