@@ -68,6 +68,31 @@ def run_child(cmd: list[str], label: dict, timeout: float | None,
     return json.loads(out.strip().splitlines()[-1])
 
 
+@contextlib.contextmanager
+def checkouts(revisions: list[str | None]):
+    """A source tree per git revision (None: the working tree itself), as temporary
+    worktrees removed afterwards; yields {revision: path}."""
+    import tempfile
+
+    paths: dict[str | None, Path] = {}
+    with tempfile.TemporaryDirectory(prefix="gapmodel-rev-") as tmp:
+        try:
+            for rev in revisions:
+                if rev is None:
+                    paths[rev] = ROOT
+                    continue
+                path = Path(tmp) / f"rev{len(paths)}"
+                subprocess.run(["git", "worktree", "add", "--detach", "-q", str(path), rev],
+                               cwd=ROOT, check=True)
+                paths[rev] = path
+            yield paths
+        finally:
+            for rev, path in paths.items():
+                if rev is not None:
+                    subprocess.run(["git", "worktree", "remove", "--force", str(path)],
+                                   cwd=ROOT, check=False)
+
+
 def min_ess(dataset, names: list[str]) -> tuple[float, str]:
     """Smallest bulk ESS over the scalar or array variables `names`, and which one."""
     import arviz as az

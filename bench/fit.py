@@ -10,19 +10,24 @@
         --blas-threads 0 1                         # BLAS threads per chain, side by side
     .venv/bin/python bench/fit.py --specs models/synthetic_icb.yaml --samplers nutpie \
         --adaptation diag low_rank                 # nutpie's mass matrices, side by side
+    .venv/bin/python bench/fit.py --specs models/synthetic_icb.yaml --samplers nutpie \
+        --revisions 3fa49be HEAD                   # the library at two commits, side by side
 
 Each (spec, sampler) runs in its own process so that peak memory is its own; with
 `--parallel N` up to N of them run at once (each samples 2 chains on 2 cores, so use it
 only where N x 2 cores are free), and `--timeout` stops a run that takes longer. Prints one
 table: wall time end to end (build + compile + sampling), compile time where the sampler
 exposes it, min bulk ESS over the gate's hyperparameters (and which one), ESS per
-second of wall time, divergences, peak memory and microseconds per gradient per cell (with
-several `--areas`, the curve across sizes). numpyro needs `pip install -e
-".[bench]"` (JAX, run on the CPU unless JAX_PLATFORMS says otherwise); it is skipped with
-a note when missing. BLAS runs single-threaded inside each chain, as gapmodel.fit samples;
-`--blas-threads 0 1` adds rows with the library's default (a thread per core in every
-chain). `--adaptation diag low_rank` runs nutpie with each mass matrix in place of the
-spec's own (the `adapt` column). Machines are noisy: compare rows of one run, not runs.
+second of wall time, divergences, peak memory, gradients per draw in warm-up and after it,
+and microseconds per gradient per cell (with several `--areas`, the curve across sizes).
+numpyro needs `pip install -e ".[bench]"` (JAX, run on the CPU unless JAX_PLATFORMS says
+otherwise); it is skipped with a note when missing. BLAS runs single-threaded inside each
+chain, as gapmodel.fit samples; `--blas-threads 0 1` adds rows with the library's default
+(a thread per core in every chain). `--adaptation diag low_rank` runs nutpie with each mass
+matrix in place of the spec's own (the `adapt` column). `--revisions` runs the library
+(gapmodel/) as it was at each git revision, from a temporary worktree (the `rev` column;
+`work`: the working tree), with this script and the spec files as they are now. Machines
+are noisy: compare rows of one run, not runs.
 """
 
 from __future__ import annotations
@@ -36,7 +41,16 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from common import ROOT, add_blas_option, has_module, limit_blas, machine_line, min_ess, run_child
+from common import (
+    ROOT,
+    add_blas_option,
+    checkouts,
+    has_module,
+    limit_blas,
+    machine_line,
+    min_ess,
+    run_child,
+)
 
 DEFAULT_SPECS = ("models/synthetic_icb.yaml", "models/hypertension_england_pcn.yaml")
 
@@ -94,7 +108,12 @@ def run_one(spec_path: str, sampler: str, draws: int, areas: int | None,
     stats = idata.sample_stats
     divergences = int(stats["diverging"].sum()) if "diverging" in stats else -1
     cells = len(dataset.cells)
-    return {"spec": spec.name, "sampler": sampler, "blas": blas,
+    warmup = idata.get("warmup_sample_stats")
+    steps = {"grads_warmup": float(warmup["n_steps"].mean()) if warmup is not None
+             and "n_steps" in warmup else float("nan"),
+             "grads_draw": float(stats["n_steps"].mean()) if "n_steps" in stats
+             else float("nan")}
+    return {**steps, "spec": spec.name, "sampler": sampler, "blas": blas,
             "adapt": s.adaptation if sampler == "nutpie" else "-", "cells": cells,
             "wall_s": wall, "compile_s": compile_s, "min_ess": least, "worst": worst,
             "ess_per_s": least / wall, "divergences": divergences,
@@ -130,6 +149,9 @@ def main() -> None:
     parser.add_argument("--adaptation", nargs="+", default=["spec"],
                         choices=("spec", "diag", "low_rank"),
                         help="nutpie's mass matrix, a row for each (spec: the spec's own)")
+    parser.add_argument("--revisions", nargs="+", default=[None],
+                        help="git revisions of the library, a row for each (default: the "
+                             "working tree)")
     parser.add_argument("--one", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.one:
@@ -137,37 +159,40 @@ def main() -> None:
                                  args.data, args.blas_threads[0], args.adaptation[0])))
         return
     print(machine_line(args.parallel, args.draws), flush=True)
-    runs = [(spec, areas, sampler, blas, adaptation) for spec in args.specs
+    runs = [(spec, areas, sampler, blas, adaptation, rev) for spec in args.specs
             for areas in args.areas for sampler in args.samplers for blas in args.blas_threads
-            for adaptation in (args.adaptation if sampler == "nutpie" else ["spec"])]
-    with ThreadPoolExecutor(max_workers=args.parallel) as pool:
-        rows = list(pool.map(lambda run: _run(*run, args), runs))
+            for adaptation in (args.adaptation if sampler == "nutpie" else ["spec"])
+            for rev in args.revisions]
+    with checkouts(args.revisions) as trees, ThreadPoolExecutor(args.parallel) as pool:
+        rows = list(pool.map(lambda run: _run(*run, args, trees[run[-1]]), runs))
     print()
     print(report(rows))
 
 
 def report(rows: list[dict]) -> str:
     """The table, then microseconds per gradient per cell across sizes (flat is the aim)."""
-    lines = [f"{'spec':28} {'sampler':8} {'blas':>4} {'adapt':>8} {'cells':>7} {'wall s':>8} "
-             f"{'compile s':>9} {'min ESS':>8} {'ESS/s':>7} {'div':>4} {'peak MB':>8} "
-             f"{'us/grad/cell':>12}  worst"] + [_format(row) for row in rows]
+    lines = [f"{'spec':28} {'rev':>8} {'sampler':8} {'blas':>4} {'adapt':>8} {'cells':>7} "
+             f"{'wall s':>8} {'compile s':>9} {'min ESS':>8} {'ESS/s':>7} {'div':>4} "
+             f"{'peak MB':>8} {'grads/draw warm-up, after':>25} {'us/grad/cell':>12}  worst"
+             ] + [_format(row) for row in rows]
     fitted = [r for r in rows if "note" not in r]
     if len({r["cells"] for r in fitted}) > 1:
         lines += ["", "cost per cell (us per gradient evaluation per cell) by cells:"]
-        keys = ("spec", "sampler", "blas", "adapt")
+        keys = ("spec", "rev", "sampler", "blas", "adapt")
         for key in dict.fromkeys(tuple(r[k] for k in keys) for r in fitted):
             curve = [r for r in fitted if tuple(r[k] for k in keys) == key]
-            lines.append(f"  {key[0]:28} {key[1]:8} {key[2] or 'all':>4} {key[3]:>8}  " + "  ".join(
+            lines.append(f"  {key[0]:28} {key[1]:>8} {key[2]:8} {key[3] or 'all':>4} "
+                         f"{key[4]:>8}  " + "  ".join(
                 f"{r['cells']:,}: {r['us_per_grad_cell']:.3f}" for r in curve))
     return "\n".join(lines)
 
 
 def _run(spec: str, areas: int | None, sampler: str, blas: int, adaptation: str,
-         args: argparse.Namespace) -> dict:
-    """One (spec, size, sampler, BLAS threads, adaptation) fit in a fresh process; a row of
-    the table."""
+         rev: str | None, args: argparse.Namespace, tree: Path) -> dict:
+    """One (spec, size, sampler, BLAS threads, adaptation, revision) fit in a fresh
+    process, importing the library from `tree`; a row of the table."""
     label = {"spec": Path(spec).stem, "sampler": sampler, "blas": blas,
-             "adapt": adaptation if sampler == "nutpie" else "-"}
+             "adapt": adaptation if sampler == "nutpie" else "-", "rev": rev or "work"}
     if sampler == "numpyro" and not has_module("numpyro"):
         row = {**label,
                "note": "numpyro not installed (pip install -e '.[bench]')"}
@@ -177,20 +202,24 @@ def _run(spec: str, areas: int | None, sampler: str, blas: int, adaptation: str,
                "--adaptation", adaptation]
         if areas:
             cmd += ["--areas", str(areas)]
-        env = {**os.environ, "JAX_PLATFORMS": os.environ.get("JAX_PLATFORMS", "cpu")}
-        row = run_child(cmd, label, args.timeout, env)
+        env = {**os.environ, "JAX_PLATFORMS": os.environ.get("JAX_PLATFORMS", "cpu"),
+               "PYTHONPATH": os.pathsep.join(filter(None, [str(tree),
+                                                            os.environ.get("PYTHONPATH")]))}
+        row = {**run_child(cmd, label, args.timeout, env), "rev": label["rev"]}
     print("done:", _format(row), flush=True)
     return row
 
 
 def _format(row: dict) -> str:
-    head = (f"{row['spec']:28} {row['sampler']:8} {row.get('blas', 1) or 'all':>4} "
-            f"{row.get('adapt', '-'):>8}")
+    head = (f"{row['spec']:28} {row.get('rev', 'work'):>8} {row['sampler']:8} "
+            f"{row.get('blas', 1) or 'all':>4} {row.get('adapt', '-'):>8}")
     if "note" in row:
         return f"{head} {row['note']}"
     return (f"{head} {row['cells']:7d} {row['wall_s']:8.1f} "
             f"{row['compile_s']:9.1f} {row['min_ess']:8.0f} {row['ess_per_s']:7.2f} "
             f"{row['divergences']:4d} {row['peak_mb']:8.0f} "
+            f"{row.get('grads_warmup', float('nan')):14.1f}, "
+            f"{row.get('grads_draw', float('nan')):9.1f} "
             f"{row.get('us_per_grad_cell', float('nan')):12.3f}  {row['worst']}")
 
 

@@ -246,16 +246,18 @@ def _prevalence_shifts(spec: ModelSpec, data: ModelData, gamma0,
     relative risk, and the reference group's moves alpha, with the others' relative risks
     moving back."""
     n_ref, n_rr = len(data.ref_strata), len(data.offset_groups)
-    slope = _ridge_slopes(data, data.cell_ref, n_ref)
     level = gamma0 - spec.detection.intercept.mu
     if not data.resolves_strata:
-        return level / slope, pt.zeros(n_rr)
+        return level / _ridge_slopes(data, data.cell_ref, n_ref), pt.zeros(n_rr)
+    # each cell takes the slope of its stratum and relative-risk group together
+    group, _ = pd.factorize(data.cell_ref * (n_rr + 1) + data.cell_offset_group + 1)
+    slope = _ridge_slopes(data, group, group.max() + 1)[group]
     design = np.zeros((data.n_cells, n_ref + n_rr))
     design[np.arange(data.n_cells), data.cell_ref] = 1.0
     has = np.flatnonzero(data.cell_offset_group >= 0)
     design[has, n_ref + data.cell_offset_group[has]] = 1.0
     weight = np.sqrt(_evidence_cases(data))
-    fit = np.linalg.pinv(design * weight[:, None]) * (weight / slope[data.cell_ref])[None, :]
+    fit = np.linalg.pinv(design * weight[:, None]) * (weight / slope)[None, :]
     shift = level * fit.sum(axis=1)
     for attr, gamma in effects.items():
         levels = data.cell_group[attr]

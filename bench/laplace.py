@@ -1,0 +1,109 @@
+"""The Laplace collapse's Newton steps: cost and accuracy, side by side.
+
+    .venv/bin/python bench/laplace.py                  # hypertension by PCN, 40 draws
+    .venv/bin/python bench/laplace.py --spec models/dementia_england_pcn.yaml
+
+Builds the spec's model once per number of Newton steps (`laplace_collapse(steps=...)`)
+and evaluates the log density and its gradient at draws of the spec's active version in
+the registry, in one process, one BLAS thread. Prints per number of steps: milliseconds
+per log density + gradient (median over the draws of each draw's best of 5 calls), and the
+largest differences from the reference (10 steps) over the draws: in the log density,
+absolute, and in the gradient, relative (|g - g_ref| / |g_ref|).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import time
+from functools import partial
+from unittest import mock
+
+import numpy as np
+import pytensor.tensor as pt
+from common import ROOT, limit_blas, machine_line
+
+STEPS = (10, 6, 4, 3)
+
+
+def _model(dataset, spec, steps: int):
+    import gapmodel.model as model_module
+
+    collapse = partial(model_module.laplace_collapse, steps=steps)
+    with mock.patch.object(model_module, "laplace_collapse", collapse):
+        return model_module.build_model(dataset, spec)[0]
+
+
+def _points(model, posterior, draws: int, seed: int = 0) -> list[dict[str, np.ndarray]]:
+    """`draws` posterior draws as points of the model's value variables."""
+    rng = np.random.default_rng(seed)
+    n_chain, n_draw = posterior.sizes["chain"], posterior.sizes["draw"]
+    picks = rng.choice(n_chain * n_draw, size=draws, replace=False)
+    points = []
+    for pick in picks:
+        chain, draw = divmod(int(pick), n_draw)
+        point = {}
+        for rv in model.free_RVs:
+            value = posterior[rv.name].values[chain, draw]
+            transform = model.rvs_to_transforms[rv]
+            if transform is not None:
+                value = transform.forward(pt.as_tensor(value), *rv.owner.inputs).eval()
+            point[model.rvs_to_values[rv].name] = np.asarray(value, dtype=float)
+        points.append(point)
+    return points
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--spec", default="models/hypertension_england_pcn.yaml")
+    parser.add_argument("--data", default=os.environ.get("GAPMODEL_DATA_DIR",
+                                                         str(ROOT.parent / "shared" / "data")))
+    parser.add_argument("--draws", type=int, default=40)
+    parser.add_argument("--registry", default=str(ROOT / "models" / "registry"))
+    args = parser.parse_args()
+    from gapmodel.registry import Registry
+    from gapmodel.sources import load_spec_data
+    from gapmodel.spec import ModelSpec
+
+    print(machine_line(1, args.draws), flush=True)
+    limit_blas(1)
+    spec = ModelSpec.from_yaml(ROOT / args.spec)
+    dataset, _ = load_spec_data(spec, args.data)
+    version = Registry(args.registry).active(spec.name)
+    posterior = version.posterior()["posterior"]
+    rows, reference = [], None
+    for steps in STEPS:
+        label = f"{steps} Newton steps" + (" (reference)" if steps == STEPS[0] else "")
+        model = _model(dataset, spec, steps)
+        points = _points(model, posterior, args.draws)
+        t0 = time.perf_counter()
+        function = model.logp_dlogp_function(ravel_inputs=True)
+        function.set_extra_values({})
+        compile_s = time.perf_counter() - t0
+        flat = [np.concatenate([np.ravel(p[v.name]) for v in function._grad_vars])
+                for p in points]
+        results, times = [], []
+        for x in flat:
+            best = np.inf
+            for _ in range(5):
+                t = time.perf_counter()
+                value, grad = function(x)
+                best = min(best, time.perf_counter() - t)
+            results.append((float(value), np.array(grad)))
+            times.append(best)
+        if reference is None:
+            reference = results
+        logp_err = max(abs(r[0] - ref[0]) for r, ref in zip(results, reference, strict=True))
+        grad_err = max(np.linalg.norm(r[1] - ref[1]) / np.linalg.norm(ref[1])
+                       for r, ref in zip(results, reference, strict=True))
+        rows.append((label, 1e3 * float(np.median(times)), compile_s, logp_err, grad_err))
+        print(f"done: {label}", flush=True)
+    print(f"\n{spec.name}, version {version.id}, {args.draws} posterior draws\n")
+    print(f"{'collapse':36} {'ms per logp+grad':>16} {'compile s':>9} {'max |logp err|':>14} "
+          f"{'max rel grad err':>16}")
+    for label, ms, compile_s, logp_err, grad_err in rows:
+        print(f"{label:36} {ms:16.2f} {compile_s:9.1f} {logp_err:14.2e} {grad_err:16.2e}")
+
+
+if __name__ == "__main__":
+    main()

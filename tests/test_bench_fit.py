@@ -1,0 +1,63 @@
+"""bench/fit.py: its table and the library at other revisions, side by side."""
+
+from __future__ import annotations
+
+import importlib.util
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+BENCH = Path(__file__).resolve().parents[1] / "bench"
+
+
+@pytest.fixture(scope="module")
+def fit():
+    sys.path.insert(0, str(BENCH))  # bench/common.py, as when the script runs
+    try:
+        spec = importlib.util.spec_from_file_location("bench_fit", BENCH / "fit.py")
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+    finally:
+        sys.path.remove(str(BENCH))
+    return module
+
+
+def _row(rev: str, cells: int, us: float) -> dict:
+    return {"spec": "synthetic_icb", "rev": rev, "sampler": "nutpie", "blas": 1,
+            "adapt": "low_rank", "cells": cells, "wall_s": 100.0, "compile_s": 10.0,
+            "min_ess": 412.0, "ess_per_s": 4.12, "divergences": 0, "peak_mb": 900.0,
+            "grads_warmup": 54.6, "grads_draw": 29.6, "us_per_grad_cell": us,
+            "worst": "gamma0"}
+
+
+def test_report_has_a_row_and_a_curve_per_revision(fit):
+    rows = [_row("abc1234", 9_502, 0.094), _row("abc1234", 28_239, 0.087),
+            _row("work", 9_502, 0.090), _row("work", 28_239, 0.081),
+            {"spec": "synthetic_icb", "rev": "work", "sampler": "numpyro", "blas": 1,
+             "adapt": "-", "note": "numpyro not installed"}]
+    text = fit.report(rows)
+    lines = text.splitlines()
+    assert "grads/draw warm-up, after" in lines[0] and "rev" in lines[0]
+    assert sum("54.6,      29.6" in line for line in lines) == 4
+    assert "numpyro not installed" in text
+    curves = [line for line in lines if "9,502: " in line]
+    assert len(curves) == 2
+    assert "abc1234" in curves[0] and "28,239: 0.087" in curves[0]
+    assert "work" in curves[1] and "28,239: 0.081" in curves[1]
+
+
+def test_checkouts_give_each_revision_its_own_tree_and_clean_up(fit):
+    common = sys.modules["common"]
+    root = common.ROOT
+    if subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True).returncode:
+        pytest.skip("not a git checkout")
+    with common.checkouts(["HEAD", None]) as trees:
+        head, work = trees["HEAD"], trees[None]
+        assert work == root
+        assert head != root and (head / "gapmodel" / "model.py").is_file()
+    assert not head.exists()
+    listed = subprocess.run(["git", "worktree", "list"], cwd=root, capture_output=True,
+                            text=True).stdout
+    assert str(head) not in listed
