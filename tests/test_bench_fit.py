@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 BENCH = Path(__file__).resolve().parents[1] / "bench"
@@ -61,3 +62,25 @@ def test_checkouts_give_each_revision_its_own_tree_and_clean_up(fit):
     listed = subprocess.run(["git", "worktree", "list"], cwd=root, capture_output=True,
                             text=True).stdout
     assert str(head) not in listed
+
+
+def test_geometry_finds_the_narrow_diagonal():
+    """bench/geometry.py: on draws with one strongly correlated pair, the smallest
+    eigenvalue of the scaled correlation is that pair's difference."""
+    sys.path.insert(0, str(BENCH))
+    try:
+        spec = importlib.util.spec_from_file_location("bench_geometry", BENCH / "geometry.py")
+        geometry = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(geometry)
+    finally:
+        sys.path.remove(str(BENCH))
+    rng = np.random.default_rng(0)
+    shared = rng.normal(size=4000)
+    draws = np.column_stack([shared + 0.05 * rng.normal(size=4000),
+                             10 * (shared + 0.05 * rng.normal(size=4000)),
+                             rng.normal(size=4000), rng.normal(size=4000)])
+    lines = geometry.directions(draws, ["a[0]", "b[0]", "c[0]", "d[0]"], count=1, terms=2)
+    smallest, largest = lines
+    assert float(smallest.split()[0]) < 0.01 and float(largest.split()[0]) > 1.9
+    assert "a[0]" in smallest and "b[0]" in smallest
+    assert "+0.71" in smallest and "-0.71" in smallest
