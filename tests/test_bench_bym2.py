@@ -3,27 +3,15 @@
 from __future__ import annotations
 
 import functools
-import importlib.util
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
-
-BENCH = Path(__file__).resolve().parents[1] / "bench"
+from bench_support import load_bench
 
 
 @pytest.fixture(scope="module")
 def bym2():
-    sys.path.insert(0, str(BENCH))  # bench/common.py, as when the script runs
-    try:
-        spec = importlib.util.spec_from_file_location("bench_bym2", BENCH / "bym2.py")
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[spec.name] = module  # dataclasses look their module up
-        spec.loader.exec_module(module)
-    finally:
-        sys.path.remove(str(BENCH))
-    return module
+    return load_bench("bym2")
 
 
 def test_graph_is_planar_with_lsoa_degree_and_islands(bym2):

@@ -2,27 +2,17 @@
 
 from __future__ import annotations
 
-import importlib.util
 import subprocess
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
-
-BENCH = Path(__file__).resolve().parents[1] / "bench"
+from bench_support import load_bench
 
 
 @pytest.fixture(scope="module")
 def fit():
-    sys.path.insert(0, str(BENCH))  # bench/common.py, as when the script runs
-    try:
-        spec = importlib.util.spec_from_file_location("bench_fit", BENCH / "fit.py")
-        module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
-    finally:
-        sys.path.remove(str(BENCH))
-    return module
+    return load_bench("fit")
 
 
 def _row(rev: str, cells: int, us: float) -> dict:
@@ -67,13 +57,7 @@ def test_checkouts_give_each_revision_its_own_tree_and_clean_up(fit):
 def test_geometry_finds_the_narrow_diagonal():
     """bench/geometry.py: on draws with one strongly correlated pair, the smallest
     eigenvalue of the scaled correlation is that pair's difference."""
-    sys.path.insert(0, str(BENCH))
-    try:
-        spec = importlib.util.spec_from_file_location("bench_geometry", BENCH / "geometry.py")
-        geometry = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(geometry)
-    finally:
-        sys.path.remove(str(BENCH))
+    geometry = load_bench("geometry")
     rng = np.random.default_rng(0)
     shared = rng.normal(size=4000)
     draws = np.column_stack([shared + 0.05 * rng.normal(size=4000),
