@@ -9,9 +9,9 @@ per chain), keeps the draws of every sampled coordinate, scales each by its post
 (what a diagonal mass matrix sees) and prints the eigenvalues of their correlation matrix:
 the smallest are the narrow diagonals that limit the step size, the largest the long ones
 that need many steps to cross; for each, the coordinates that make it up. A well-sampled
-posterior has them near 1. Also prints the gradients per draw in warm-up and after, and
-each chain's final step size. Needs more draws than coordinates (600 x 2 for 100 areas);
-the smallest eigenvalues of fewer are noise.
+posterior has them near 1. Also prints the gradients per draw in warm-up and after, each
+chain's final step size and the divergences. Needs more draws than coordinates (600 x 2
+for 100 areas); the smallest eigenvalues of fewer are noise.
 """
 
 from __future__ import annotations
@@ -58,6 +58,7 @@ def main() -> None:
     parser.add_argument("--areas", type=int, default=100)
     parser.add_argument("--draws", type=int, default=600, help="tune and draws per chain")
     parser.add_argument("--data", default=None)
+    parser.add_argument("--seed", type=int, default=None, help="default: the spec's")
     args = parser.parse_args()
     import nutpie
 
@@ -78,7 +79,8 @@ def main() -> None:
     with limit_blas(1):
         kwargs = {"adaptation": s.adaptation} if s.adaptation != "diag" else {}
         idata = nutpie.sample(compiled, draws=args.draws, tune=args.draws, chains=2, cores=2,
-                              seed=s.seed, target_accept=s.target_accept,
+                              seed=s.seed if args.seed is None else args.seed,
+                              target_accept=s.target_accept,
                               progress_bar=False, store_unconstrained=True, **kwargs)
     seconds = time.perf_counter() - start
     draws, labels = coordinates(idata, model)
@@ -88,7 +90,8 @@ def main() -> None:
           f"2 x ({args.draws} + {args.draws}) in {seconds:.0f} s")
     print(f"gradients per draw: warm-up {float(warmup['n_steps'].mean()):.1f}, after "
           f"{float(stats['n_steps'].mean()):.1f}; final step sizes "
-          f"{', '.join(f'{v:.3f}' for v in stats['step_size'].values[:, -1])}")
+          f"{', '.join(f'{v:.3f}' for v in stats['step_size'].values[:, -1])}; "
+          f"divergences {int(stats['diverging'].sum())}")
     if draws.shape[0] <= draws.shape[1]:
         print(f"note: {draws.shape[0]} draws for {draws.shape[1]} coordinates: the smallest "
               "eigenvalues are noise")

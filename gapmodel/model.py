@@ -241,10 +241,10 @@ def _prevalence_shifts(spec: ModelSpec, data: ModelData, gamma0,
     Registers of totals pin only each stratum's level, which moves with the intercept.
     Registers by stratum pin every cell, so every group effect has its own ridge: the
     shifts are the weighted least-squares fit (weights: expected cases) of
-    -(eta_c - eta0_c) / lambda_c over the cells by alpha and log_rr, a fixed linear map of
-    the intercept and group effects. An ethnic group's detection effect then moves its own
-    relative risk, and the reference group's moves alpha, with the others' relative risks
-    moving back."""
+    (eta_c - eta0_c) / lambda_c over the cells by alpha and log_rr (which move by minus
+    the shift), a fixed linear map of the intercept and group effects. An ethnic group's
+    detection effect then moves its own relative risk, and the reference group's moves
+    alpha, with the others' relative risks moving back."""
     n_ref, n_rr = len(data.ref_strata), len(data.offset_groups)
     level = gamma0 - spec.detection.intercept.mu
     if not data.resolves_strata:
