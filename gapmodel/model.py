@@ -560,6 +560,17 @@ def rates_pinned_by_area(data: ModelData, sigma_eps: float) -> bool:
     return bool(populated.any() and np.median(total[populated]) >= 1.0 / sigma_eps**2)
 
 
+def _deviation_shift(spec: ModelSpec, data: ModelData, area_logit, gamma0, covariates_pi):
+    """The shift of `_prevalence_deviation`, (u_a - gamma0) / lambda_a + X_a (beta_pi - mu),
+    where registers pin every area's rate and the area effects are sampled; else None."""
+    if area_logit is None or not rates_pinned_by_area(data, spec.prevalence.sigma_eps):
+        return None
+    centre = data.x_pi @ np.array([p.mu for p in spec.prevalence.covariates.values()]) \
+        if data.x_pi.shape[1] else 0.0
+    slope = _ridge_slopes(data, data.cell_area, len(data.areas))
+    return (area_logit - gamma0) / slope + covariates_pi - centre
+
+
 def _prevalence_deviation(spec: ModelSpec, data: ModelData, shift=None) -> pt.TensorVariable:
     """Each area's unexplained prevalence deviation eps_a = sigma_eps z_a, z normal or
     Student t.
@@ -624,17 +635,12 @@ def build_model(dataset: Dataset, spec: ModelSpec) -> tuple[pm.Model, ModelData]
                                            0.0)
         covariates_pi = pt.zeros(len(data.areas))
         if data.x_pi.shape[1]:
-            priors = list(spec.prevalence.covariates.values())
-            covariates_pi = data.x_pi @ _coefficients("beta_pi", priors, "cov_pi")
+            covariates_pi = data.x_pi @ _coefficients(
+                "beta_pi", list(spec.prevalence.covariates.values()), "cov_pi")
             logit_pi = logit_pi + covariates_pi[data.cell_area]
         if spec.prevalence.sigma_eps > 0:
-            shift = None
-            if area_logit is not None and rates_pinned_by_area(data, spec.prevalence.sigma_eps):
-                centre = data.x_pi @ np.array([p.mu for p in priors]) if data.x_pi.shape[1] \
-                    else 0.0
-                slope = _ridge_slopes(data, data.cell_area, len(data.areas))
-                shift = (area_logit - gamma0) / slope + covariates_pi - centre
-            eps = _prevalence_deviation(spec, data, shift)
+            eps = _prevalence_deviation(spec, data, _deviation_shift(
+                spec, data, area_logit, gamma0, covariates_pi))
             logit_pi = logit_pi + eps[data.cell_area]
         pi = pm.math.sigmoid(logit_pi)
         weight = _completeness_weights(spec, data)
