@@ -22,11 +22,13 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def machine_line(parallel: int, draws: int) -> str:
-    """The machine, with the cores this process may use (not all the host has)."""
+def machine_line(parallel: int, draws: int | None) -> str:
+    """The machine, with the cores this process may use (not all the host has), and the
+    run's lengths where it samples (`draws`: tune and draws per chain)."""
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    return (f"machine: {platform.processor() or platform.machine()}, {cores} usable cores; "
-            f"{parallel} run(s) at a time; tune = draws = {draws} per chain")
+    line = (f"machine: {platform.processor() or platform.machine()}, {cores} usable cores; "
+            f"{parallel} run(s) at a time")
+    return line if draws is None else f"{line}; tune = draws = {draws} per chain"
 
 
 def has_module(module: str) -> bool:

@@ -36,7 +36,7 @@ import xarray as xr
 
 from gapmodel import model as model_module
 from gapmodel.data import Dataset
-from gapmodel.fit import cell_probabilities
+from gapmodel.fit import CellProbabilities
 from gapmodel.likelihood import binomial_logpmf, interval_logp
 from gapmodel.model import ModelData, build_model
 from gapmodel.spec import ModelSpec
@@ -233,6 +233,7 @@ def predictive_check(idata: xr.DataTree, dataset: Dataset, spec: ModelSpec, *,
     keep = np.unique(np.linspace(0, chains * n_draws - 1,
                                  min(max_draws, chains * n_draws)).round().astype(int))
     rng = np.random.default_rng(seed)
+    probabilities = CellProbabilities(model, data)
     live = np.flatnonzero(data.obs_population > 0)
     n = np.rint(data.obs_population[live]).astype(np.int64)
     pieces = []
@@ -240,7 +241,7 @@ def predictive_check(idata: xr.DataTree, dataset: Dataset, spec: ModelSpec, *,
         rows = keep[keep // n_draws == c] % n_draws
         for start in range(0, len(rows), chunk):
             piece = posterior.isel(chain=[c], draw=rows[start:start + chunk])
-            pi, theta, rho = cell_probabilities(model, data, piece, rng)
+            pi, theta, rho = probabilities(piece, rng)
             p = np.clip(_expected_numpy(data, pi, theta, rho)[:, live] / n, 1e-12, 1 - 1e-9)
             if spec.likelihood.family == "beta_binomial":
                 log_c = (piece["log_concentration"].values.reshape(-1, 1)
