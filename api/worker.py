@@ -88,11 +88,12 @@ def _run(db: Database, job_id: str, registry: str, fit_function: str,
     if stopped := _stopped(db.update_job(job_id, unless=FINAL, phase="sampling",
                                          progress=0.1, dataset_hash=dataset.hash)):
         return stopped
-    result = resolve(fit_function)(dataset, spec, progress=False)
+    store = Registry(registry)
+    result = resolve(fit_function)(dataset, spec, progress=False,
+                                   start_from=store.start_from(spec))
     if stopped := _stopped(db.job(job_id)):
         return stopped
     db.update_job(job_id, unless=FINAL, phase="saving", progress=0.9)
-    store = Registry(registry)
     version = store.save(result, dataset)
     promote = row.promote and result.passed and result.method == "nuts"
     if promote:

@@ -147,7 +147,7 @@ def build(
 
 def _fit_and_register(spec_path: Path, data: Path | None, json_out: Path | None,
                       approximate: bool, registry: Path | None, draws: int | None,
-                      promote: bool) -> None:
+                      promote: bool, cold_start: bool = False) -> None:
     from gapmodel.fit import fit
     from gapmodel.registry import Registry, RegistryError
     from gapmodel.sources import load_spec_data
@@ -161,7 +161,7 @@ def _fit_and_register(spec_path: Path, data: Path | None, json_out: Path | None,
         raise typer.Exit(code=2) from None
     if draws is not None:
         spec = spec.model_copy(update={"sampler": spec.sampler.model_copy(
-            update={"draws": draws, "tune": draws})})
+            update={"draws": draws, "tune": draws, "warm_start": None})})
     try:
         dataset, scenario = load_spec_data(spec, data)
     except DataValidationError as exc:
@@ -171,13 +171,20 @@ def _fit_and_register(spec_path: Path, data: Path | None, json_out: Path | None,
         typer.echo(str(exc), err=True)
         raise typer.Exit(code=2) from None
     s = spec.sampler
+    store = Registry(registry)
+    start_from = None if approximate or cold_start else store.start_from(spec)
     typer.echo(f"Fitting {spec.name} on dataset {dataset.name} ({len(dataset.cells):,} cells, "
                f"{len(dataset.observations):,} observations) with "
                + ("ADVI (approximate, exploration only)" if approximate else
-                  f"{s.name}: {s.chains} chains x ({s.tune} tune + {s.draws} draws)"))
-    result = fit(dataset, spec, progress=True, method="advi" if approximate else "nuts")
+                  f"{s.name}: {s.chains} chains x ({s.tune} tune + {s.draws} draws)"
+                  if start_from is None else
+                  f"PyMC's NUTS from version {start_from[0]}'s posterior: {s.chains} chains "
+                  f"x ({s.warm_start.tune} tune + {s.warm_start.draws} draws)"))
+    result = fit(dataset, spec, progress=True, method="advi" if approximate else "nuts",
+                 start_from=start_from)
+    if "reason" in result.start:
+        typer.echo(f"started cold: {result.start['reason']}")
     summary = fit_summary(result, scenario.truth.cells if scenario else None)
-    store = Registry(registry)
     version = store.save(result, dataset)
     summary["version"] = version
     typer.echo(format_summary(summary))
@@ -211,9 +218,13 @@ def fit_command(
     = None,
     promote: Annotated[bool, typer.Option(help="make the fit active if it passes the gate")]
     = False,
+    cold_start: Annotated[bool, typer.Option(help="ignore the spec's warm start: tune the "
+                                             "mass matrix afresh")] = False,
 ) -> None:
-    """Fit a spec: sample, diagnose, gate, save a version; print the summary."""
-    _fit_and_register(spec, data, json_out, approximate, registry, draws, promote)
+    """Fit a spec: sample, diagnose, gate, save a version; print the summary. Specs with
+    warm-start lengths start from the active version's posterior where there is one."""
+    _fit_and_register(spec, data, json_out, approximate, registry, draws, promote,
+                      cold_start)
 
 
 @app.command()

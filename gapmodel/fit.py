@@ -3,6 +3,7 @@ and derive cell-level draws (expected, recorded, undiagnosed, rates, yield)."""
 
 from __future__ import annotations
 
+import logging
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -16,7 +17,10 @@ from threadpoolctl import threadpool_limits
 
 from gapmodel.data import Dataset
 from gapmodel.model import HYPERPARAMETERS, ModelData, build_model
-from gapmodel.spec import ModelSpec
+from gapmodel.spec import ModelSpec, WarmLengths
+from gapmodel.warmstart import WarmStart, WarmStartError, warm_start
+
+log = logging.getLogger(__name__)
 
 #: Derived cell quantities kept for serving, in this order.
 DERIVED = ("expected", "recorded", "undiagnosed", "pi", "theta")
@@ -51,23 +55,35 @@ class FitResult:
     draws: CellDraws
     timings: dict[str, float] = field(default_factory=dict)
     method: str = "nuts"
+    #: how the sampler started: {"kind": "cold"} (with a "reason" where a warm start was
+    #: asked for and not possible) or {"kind": "warm", "from": version id}
+    start: dict[str, str] = field(default_factory=lambda: {"kind": "cold"})
 
     @property
     def passed(self) -> bool:
         return bool(self.gate["passed"])
 
 
-def sample(model: pm.Model, spec: ModelSpec, progress: bool = True) -> xr.DataTree:
-    """NUTS with the spec's sampler settings. Each chain runs on its own core, so BLAS
-    runs single-threaded inside it: OpenBLAS's own threads oversubscribe the cores (the
-    centred BYM2's gradient at 1,000 areas costs 3 times as much; docs/performance.md)."""
+def sample(model: pm.Model, spec: ModelSpec, progress: bool = True,
+           warm: WarmStart | None = None) -> xr.DataTree:
+    """NUTS with the spec's sampler settings; from `warm` (an earlier posterior's mass
+    matrix and last draws), PyMC's NUTS with the spec's warm-start lengths. Each chain runs
+    on its own core, so BLAS runs single-threaded inside it: OpenBLAS's own threads
+    oversubscribe the cores (the centred BYM2's gradient at 1,000 areas costs 3 times as
+    much; docs/performance.md)."""
     s = spec.sampler
+    common = {"chains": s.chains, "cores": min(s.chains, 2), "random_seed": s.seed,
+              "progressbar": progress, "var_names": _stored_names(model),
+              "compute_convergence_checks": False}
     with model, threadpool_limits(limits=1, user_api="blas"):
-        return pm.sample(draws=s.draws, tune=s.tune, chains=s.chains,
-                         cores=min(s.chains, 2), nuts_sampler=s.name,
-                         target_accept=s.target_accept, random_seed=s.seed,
-                         progressbar=progress, var_names=_stored_names(model),
-                         compute_convergence_checks=False,
+        if warm is not None:
+            lengths = s.warm_start or WarmLengths()
+            step = pm.NUTS(vars=model.value_vars, potential=warm.potential(),
+                           target_accept=s.target_accept)
+            return pm.sample(draws=lengths.draws, tune=lengths.tune, step=step,
+                             initvals=warm.initvals(s.chains), **common)
+        return pm.sample(draws=s.draws, tune=s.tune, nuts_sampler=s.name,
+                         target_accept=s.target_accept, **common,
                          **({"nuts": {"adaptation": s.adaptation}}
                             if s.name == "nutpie" and s.adaptation != "diag" else {}))
 
@@ -207,26 +223,39 @@ def derive(data: ModelData, pi: np.ndarray, theta: np.ndarray, rho: np.ndarray |
 
 
 def fit(dataset: Dataset, spec: ModelSpec, *, progress: bool = True,
-        method: str = "nuts") -> FitResult:
-    """Build, sample (or approximate), diagnose, gate and derive cell draws."""
+        method: str = "nuts", start_from: tuple[str, xr.Dataset] | None = None
+        ) -> FitResult:
+    """Build, sample (or approximate), diagnose, gate and derive cell draws.
+
+    `start_from` (an earlier version's id and posterior, for specs with warm-start lengths)
+    warm-starts the sampler (`gapmodel.warmstart`); where that posterior does not match
+    the model the fit starts cold and says why in its `start`."""
     timings: dict[str, float] = {}
-    start = time.perf_counter()
+    begin = time.perf_counter()
     model, data = build_model(dataset, spec)
-    timings["build"] = time.perf_counter() - start
-    start = time.perf_counter()
-    idata = sample(model, spec, progress) if method == "nuts" else \
+    warm, start = None, {"kind": "cold"}
+    if start_from is not None and method == "nuts" and spec.sampler.warm_start is not None:
+        try:
+            warm = warm_start(model, start_from[1], start_from[0])
+            start = {"kind": "warm", "from": warm.source}
+        except WarmStartError as exc:
+            start = {"kind": "cold", "reason": f"no warm start from {start_from[0]}: {exc}"}
+            log.warning(start["reason"])
+    timings["build"] = time.perf_counter() - begin
+    begin = time.perf_counter()
+    idata = sample(model, spec, progress, warm) if method == "nuts" else \
         approximate(model, spec, progress)
-    timings["sample"] = time.perf_counter() - start
-    start = time.perf_counter()
+    timings["sample"] = time.perf_counter() - begin
+    begin = time.perf_counter()
     total_gap, draws = _derive_all(model, data, idata.posterior.to_dataset(),
                                    spec.derived_draws, spec.sampler.seed)
     table, gate = diagnose(idata, total_gap, spec)
     if method != "nuts":
         gate = {**gate, "passed": False,
                 "failures": ["approximate fit (ADVI): exploration only, never promotable"]}
-    timings["derive"] = time.perf_counter() - start
+    timings["derive"] = time.perf_counter() - begin
     return FitResult(spec=spec, dataset_hash=dataset.hash, idata=idata, diagnostics=table,
-                     gate=gate, draws=draws, timings=timings, method=method)
+                     gate=gate, draws=draws, timings=timings, method=method, start=start)
 
 
 def _derive_all(model: pm.Model, data: ModelData, posterior: xr.Dataset, keep: int,

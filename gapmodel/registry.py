@@ -23,7 +23,7 @@ import uuid
 from dataclasses import dataclass
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -31,6 +31,9 @@ import pandas as pd
 from gapmodel.data import Dataset
 from gapmodel.fit import DERIVED, CellDraws, FitResult
 from gapmodel.spec import ModelSpec
+
+if TYPE_CHECKING:
+    import xarray as xr
 
 DEFAULT_ROOT = Path("models/registry")
 PACKAGES = ("gapmodel", "pymc", "pytensor", "arviz", "nutpie", "numpy", "pandas", "xarray")
@@ -130,6 +133,7 @@ class Registry:
                 "condition": spec.condition,
                 "created": created,
                 "method": result.method,
+                "start": result.start,
                 "dataset": {"hash": dataset.hash, "name": dataset.name,
                             "summary": dataset.summary()},
                 "spec": spec.model_dump(mode="json"),
@@ -205,6 +209,18 @@ class Registry:
         if version_id is None:
             raise RegistryError(f"model '{model}' has no active version")
         return self.load(version_id)
+
+    def start_from(self, spec: ModelSpec) -> tuple[str, xr.Dataset] | None:
+        """What a fit of `spec` warm-starts from: the id and posterior of the model's active
+        version, where the spec has warm-start lengths and that version kept its
+        posterior; otherwise None (a cold start)."""
+        if spec.sampler.warm_start is None:
+            return None
+        try:
+            version = self.active(spec.name)
+            return version.id, version.posterior()["posterior"].to_dataset()
+        except (RegistryError, OSError):
+            return None
 
     def promote(self, version_id: str, *, force: bool = False, reason: str = "") -> None:
         """Make a version active: only gate-passing exact fits, unless forced with a reason."""

@@ -90,6 +90,14 @@ class MissingAttribute(_Spec):
     sigma: float = Field(0.5, gt=0)
 
 
+class WarmLengths(_Spec):
+    """A refit's lengths when it starts from the active version's posterior
+    (`gapmodel.warmstart`): its mass matrix is known, so tuning only sets the step size."""
+
+    tune: int = Field(300, ge=0)
+    draws: int = Field(1000, ge=1)
+
+
 class Sampler(_Spec):
     name: Literal["nutpie", "pymc", "numpyro"] = "nutpie"
     chains: int = Field(2, ge=1)
@@ -99,6 +107,9 @@ class Sampler(_Spec):
     seed: int = 1
     adaptation: Literal["diag", "low_rank"] = Field(
         "diag", description="nutpie mass-matrix adaptation")
+    warm_start: WarmLengths | None = Field(
+        None, description="refits start from the active version (PyMC's NUTS under its "
+        "posterior's mass matrix) with these lengths; none: always a cold start")
 
 
 class Gate(_Spec):

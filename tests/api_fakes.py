@@ -15,7 +15,7 @@ from gapmodel.spec import ModelSpec
 
 
 def fake_fit(dataset: Dataset, spec: ModelSpec, *, progress: bool = True,
-             method: str = "nuts", passed: bool = True) -> FitResult:
+             method: str = "nuts", passed: bool = True, start_from: Any = None) -> FitResult:
     """Hand-made draws for the dataset's cells and a gate verdict of `passed`."""
     rng = np.random.default_rng(spec.sampler.seed)
     n, n_draws = len(dataset.cells), spec.derived_draws
@@ -34,8 +34,10 @@ def fake_fit(dataset: Dataset, spec: ModelSpec, *, progress: bool = True,
             "energy": (("chain", "draw"), rng.normal(0, 1, shape))})})
     table, gate = diagnose(idata, rng.normal(100, 5, shape), spec)
     gate = {**gate, "passed": passed, "failures": [] if passed else ["ess bulk 90 < 400"]}
+    start = {"kind": "warm", "from": start_from[0]} if start_from else {"kind": "cold"}
     return FitResult(spec=spec, dataset_hash=dataset.hash, idata=idata, diagnostics=table,
-                     gate=gate, draws=draws, timings={"sample": 0.0}, method=method)
+                     gate=gate, draws=draws, timings={"sample": 0.0}, method=method,
+                     start=start)
 
 
 def failing_gate_fit(dataset: Dataset, spec: ModelSpec, **kwargs: Any) -> FitResult:

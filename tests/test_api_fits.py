@@ -56,6 +56,14 @@ def test_a_fit_job_runs_saves_and_promotes_when_asked(tmp_path):
         assert_error(env.delete(f"/v1/fits/{job['id']}"), 409, "job_finished")
         served = env.get("/v1/models/tiny_fit/estimates").json()
         assert served["version"] == done["version"]
+        assert store.load(done["version"]).meta["start"] == {"kind": "cold"}
+        # a spec with warm-start lengths refits from the active version's posterior
+        warm_spec = {**SPEC, "sampler": {**SPEC["sampler"], "warm_start": {"draws": 60}}}
+        again = env.post("/v1/fits", json={"spec": warm_spec, "dataset": digest})
+        refit = wait(env, again.json()["id"], ("succeeded", "failed"))
+        assert refit["status"] == "succeeded", refit["error"]
+        assert store.load(refit["version"]).meta["start"] == {"kind": "warm",
+                                                              "from": done["version"]}
 
 
 @pytest.mark.parametrize("fit_function", ["api_fakes:failing_gate_fit",

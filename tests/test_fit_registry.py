@@ -76,6 +76,7 @@ def test_save_load_summarise_round_trip(tiny, tmp_path: Path):
     version = store.save(result, dataset)
     loaded = store.load(version)
     assert loaded.meta["dataset"]["hash"] == dataset.hash
+    assert loaded.meta["start"] == {"kind": "cold"}
     assert loaded.spec == spec
     assert loaded.meta["packages"]["pymc"].startswith("6.")
     np.testing.assert_array_equal(loaded.draws.undiagnosed, result.draws.undiagnosed)
@@ -157,3 +158,54 @@ def test_approximate_fit_is_labelled_and_never_promotable(tiny, tmp_path: Path):
     assert store.load(version).meta["method"] == "advi"
     with pytest.raises(RegistryError, match="approximate"):
         store.promote(version, force=True, reason="exploration")
+
+
+def test_refit_starts_warm_from_an_earlier_posterior_or_says_why_not(tiny):
+    """A warm refit (PyMC's NUTS under the earlier posterior's mass matrix) agrees with the
+    cold fit within Monte Carlo error; a posterior of another model gives a cold start
+    with the reason."""
+    dataset, _, cold = tiny
+    spec = ModelSpec.model_validate({**TINY_SPEC, "sampler": {
+        **TINY_SPEC["sampler"], "warm_start": {"tune": 100, "draws": 300}}})
+    earlier = cold.idata.posterior.to_dataset()
+    warm = fit(dataset, spec, progress=False, start_from=("earlier", earlier))
+    assert warm.start == {"kind": "warm", "from": "earlier"}
+    assert warm.idata.posterior.sizes["draw"] == 300
+    for name in ("gamma0", "mu_rho"):
+        a, b = cold.diagnostics.loc[name], warm.diagnostics.loc[name]
+        assert abs(a["mean"] - b["mean"]) < 4 * np.hypot(a["mcse_mean"], b["mcse_mean"])
+    other = fit(dataset, spec, progress=False,
+                start_from=("other", earlier.drop_vars("gamma0")))
+    assert other.start["kind"] == "cold"
+    assert "other" in other.start["reason"] and "gamma0" in other.start["reason"]
+    assert other.idata.posterior.sizes["draw"] == spec.sampler.draws
+
+
+def test_cli_fit_warm_starts_from_the_active_version(tiny, tmp_path: Path, monkeypatch):
+    dataset, _, result = tiny
+    store = Registry(tmp_path / "reg")
+    active = store.save(result, dataset)
+    store.promote(active, force=True, reason="test of warm starts")
+    data = write_tiny(tmp_path / "data")
+    spec_path = tmp_path / "tiny.yaml"
+    spec_path.write_text(json.dumps({
+        **TINY_SPEC, "data": {"kind": "directory", "path": str(data)},
+        "sampler": {**TINY_SPEC["sampler"], "warm_start": {"tune": 50, "draws": 80}}}))
+    calls = []
+
+    def fake_fit(dataset, spec, *, progress, method, start_from):
+        calls.append(start_from)
+        start = {"kind": "warm", "from": start_from[0]} if start_from else {"kind": "cold"}
+        return FitResult(**{**result.__dict__, "spec": spec, "start": start})
+
+    monkeypatch.setattr("gapmodel.fit.fit", fake_fit)
+    args = ["fit", str(spec_path), "--registry", str(tmp_path / "reg")]
+    out = CliRunner().invoke(app, args)
+    assert out.exit_code == 0, out.output
+    assert f"from version {active}'s posterior: 2 chains x (50 tune + 80 draws)" in out.output
+    assert calls[0][0] == active and "gamma0" in calls[0][1]
+    newest = store.versions("tiny")[-1]
+    assert newest["start"] == {"kind": "warm", "from": active}
+    out = CliRunner().invoke(app, [*args, "--cold-start"])
+    assert out.exit_code == 0, out.output
+    assert calls[1] is None and "150 tune + 150 draws" in out.output

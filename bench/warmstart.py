@@ -1,0 +1,137 @@
+"""A refit from cold against one warm-started from the active version, side by side.
+
+    .venv/bin/python bench/warmstart.py                    # hypertension by PCN
+    .venv/bin/python bench/warmstart.py --specs models/dementia_england_pcn.yaml
+    .venv/bin/python bench/warmstart.py --warm 300 600 300 800   # (tune, draws) pairs
+
+Samples each spec twice or more, each in a fresh process, one after the other, on the same
+data as its active version in the registry: cold (the spec's sampler and lengths: nutpie,
+its mass matrix tuned afresh) and warm (`gapmodel.warmstart`: PyMC's NUTS under the active
+posterior's mass matrix, from its last draws, tuning only the step size) at the spec's
+warm-start lengths or each `--warm` pair. Prints the wall time from the model's build to
+the last draw (compilation included), min bulk ESS and max R-hat over the gate's
+hyperparameters (and the worst one), ESS per second, gradients per draw after warm-up,
+the mean step size, divergences and whether the gate's ESS, R-hat and divergence checks
+pass (the national gap, which the gate also checks, needs the derive step:
+bench/derive.py).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+from common import ROOT, limit_blas, machine_line, min_ess, run_child
+
+
+def run_one(spec_path: str, data_dir: str, registry: str, warm: tuple[int, int] | None
+            ) -> dict:
+    import arviz as az
+
+    from gapmodel.fit import monitored, sample
+    from gapmodel.model import build_model
+    from gapmodel.registry import Registry
+    from gapmodel.sources import load_spec_data
+    from gapmodel.spec import ModelSpec, WarmLengths
+    from gapmodel.warmstart import warm_start
+
+    limit_blas(1)
+    spec = ModelSpec.from_yaml(ROOT / spec_path)
+    dataset, _ = load_spec_data(spec, data_dir)
+    version = Registry(registry).active(spec.name)
+    start = time.perf_counter()
+    model, _ = build_model(dataset, spec)
+    state = None
+    if warm:
+        lengths = WarmLengths(tune=warm[0], draws=warm[1])
+        spec = spec.model_copy(update={"sampler": spec.sampler.model_copy(
+            update={"warm_start": lengths})})
+        state = warm_start(model, version.posterior()["posterior"].to_dataset(), version.id)
+    idata = sample(model, spec, progress=False, warm=state)
+    wall = time.perf_counter() - start
+    names = monitored(idata)
+    posterior = idata.posterior.to_dataset()
+    least, worst = min_ess(posterior, names)
+    rhat = az.rhat(posterior[names])
+    stats = idata.sample_stats
+    s = spec.sampler
+    tune, draws = (warm if warm else (s.tune, s.draws))
+    divergences = int(stats["diverging"].sum())
+    max_rhat = float(max(float(rhat[n].max()) for n in names))
+    return {"spec": spec.name, "start": "warm" if warm else "cold",
+            "sampler": "pymc" if warm else s.name, "tune": tune, "draws": draws,
+            "wall_s": wall, "min_ess": least, "worst": worst, "ess_per_s": least / wall,
+            "max_rhat": max_rhat, "grads_draw": float(stats["n_steps"].mean()),
+            "step": float(stats["step_size"].mean()), "divergences": divergences,
+            "gate": least >= spec.gate.ess and max_rhat <= spec.gate.rhat
+            and divergences <= spec.gate.divergences}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--specs", nargs="+", default=["models/hypertension_england_pcn.yaml"])
+    parser.add_argument("--warm", nargs="+", type=int, default=None,
+                        help="(tune, draws) pairs of warm-started rows (default: the spec's)")
+    parser.add_argument("--no-cold", action="store_true", help="only the warm rows")
+    parser.add_argument("--data", default=os.environ.get("GAPMODEL_DATA_DIR",
+                                                         str(ROOT.parent / "shared" / "data")))
+    parser.add_argument("--registry", default=str(ROOT / "models" / "registry"))
+    parser.add_argument("--timeout", type=float, default=None, help="seconds per run")
+    parser.add_argument("--one", nargs="*", type=int, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.one is not None:
+        warm = tuple(args.one) if args.one else None
+        print(json.dumps(run_one(args.specs[0], args.data, args.registry, warm)))
+        return
+    if args.warm and len(args.warm) % 2:
+        parser.error("--warm takes (tune, draws) pairs")
+    print(machine_line(1, None), flush=True)
+    rows = []
+    for spec in args.specs:
+        for warm in _warm_rows(spec, args.warm, args.no_cold):
+            cmd = [sys.executable, __file__, "--specs", spec, "--data", args.data,
+                   "--registry", args.registry, "--one", *map(str, warm or ())]
+            label = {"spec": Path(spec).stem, "start": "warm" if warm else "cold"}
+            row = run_child(cmd, label, args.timeout)
+            print("done:", _format(row), flush=True)
+            rows.append(row)
+    print()
+    print(report(rows))
+
+
+def _warm_rows(spec_path: str, pairs: list[int] | None, no_cold: bool
+               ) -> list[tuple[int, int] | None]:
+    """None for the cold row, then a (tune, draws) pair per warm row."""
+    from gapmodel.spec import ModelSpec
+
+    if pairs:
+        warm = list(zip(pairs[::2], pairs[1::2], strict=True))
+    else:
+        lengths = ModelSpec.from_yaml(ROOT / spec_path).sampler.warm_start
+        warm = [(lengths.tune, lengths.draws)] if lengths else [(300, 1000)]
+    return ([] if no_cold else [None]) + warm
+
+
+def report(rows: list[dict]) -> str:
+    lines = [f"{'spec':26} {'start':5} {'sampler':7} {'tune':>5} {'draws':>5} {'wall s':>7} "
+             f"{'min ESS':>7} {'ESS/s':>6} {'R-hat':>6} {'grads/draw':>10} {'step':>6} "
+             f"{'div':>4} {'gate':>4}  worst"]
+    return "\n".join(lines + [_format(row) for row in rows])
+
+
+def _format(row: dict) -> str:
+    head = f"{row['spec']:26} {row['start']:5}"
+    if "note" in row:
+        return f"{head} {row['note']}"
+    return (f"{head} {row['sampler']:7} {row['tune']:5d} {row['draws']:5d} "
+            f"{row['wall_s']:7.1f} {row['min_ess']:7.0f} {row['ess_per_s']:6.2f} "
+            f"{row['max_rhat']:6.3f} {row['grads_draw']:10.1f} {row['step']:6.3f} "
+            f"{row['divergences']:4d} {'yes' if row['gate'] else 'no':>4}  {row['worst']}")
+
+
+if __name__ == "__main__":
+    main()
