@@ -28,28 +28,36 @@ from pathlib import Path
 from common import ROOT, limit_blas, machine_line, min_ess, run_child
 
 
-def run_one(spec_path: str, data_dir: str, registry: str, warm: tuple[int, int] | None
-            ) -> dict:
+def run_one(spec_path: str, data_dir: str, registry: str, warm: tuple[int, int] | None,
+            target_accept: float | None = None) -> dict:
     import arviz as az
 
     from gapmodel.fit import monitored, sample
     from gapmodel.model import build_model
     from gapmodel.registry import Registry
     from gapmodel.sources import load_spec_data
-    from gapmodel.spec import ModelSpec, WarmLengths
+    from gapmodel.spec import ModelSpec, WarmStartSettings
     from gapmodel.warmstart import warm_start
 
     limit_blas(1)
     spec = ModelSpec.from_yaml(ROOT / spec_path)
+    s = spec.sampler
+    if warm:  # the pair's lengths; the spec's warm target_accept unless one is given
+        base = s.warm_start or WarmStartSettings()
+        settings = WarmStartSettings(tune=warm[0], draws=warm[1],
+                                     target_accept=target_accept or base.target_accept)
+        s = s.model_copy(update={"warm_start": settings})
+        accept = settings.target_accept or s.target_accept
+    else:
+        s = s.model_copy(update={"target_accept": target_accept or s.target_accept})
+        accept = s.target_accept
+    spec = spec.model_copy(update={"sampler": s})
     dataset, _ = load_spec_data(spec, data_dir)
     version = Registry(registry).active(spec.name)
     start = time.perf_counter()
     model, _ = build_model(dataset, spec)
     state = None
     if warm:
-        lengths = WarmLengths(tune=warm[0], draws=warm[1])
-        spec = spec.model_copy(update={"sampler": spec.sampler.model_copy(
-            update={"warm_start": lengths})})
         state = warm_start(model, version.posterior()["posterior"].to_dataset(), version.id)
     idata = sample(model, spec, progress=False, warm=state)
     wall = time.perf_counter() - start
@@ -58,12 +66,12 @@ def run_one(spec_path: str, data_dir: str, registry: str, warm: tuple[int, int] 
     least, worst = min_ess(posterior, names)
     rhat = az.rhat(posterior[names])
     stats = idata.sample_stats
-    s = spec.sampler
     tune, draws = (warm if warm else (s.tune, s.draws))
     divergences = int(stats["diverging"].sum())
     max_rhat = float(max(float(rhat[n].max()) for n in names))
     return {"spec": spec.name, "start": "warm" if warm else "cold",
             "sampler": "pymc" if warm else s.name, "tune": tune, "draws": draws,
+            "accept": accept,
             "wall_s": wall, "min_ess": least, "worst": worst, "ess_per_s": least / wall,
             "max_rhat": max_rhat, "grads_draw": float(stats["n_steps"].mean()),
             "step": float(stats["step_size"].mean()), "divergences": divergences,
@@ -77,6 +85,9 @@ def main() -> None:
     parser.add_argument("--warm", nargs="+", type=int, default=None,
                         help="(tune, draws) pairs of warm-started rows (default: the spec's)")
     parser.add_argument("--no-cold", action="store_true", help="only the warm rows")
+    parser.add_argument("--target-accept", type=float, default=None,
+                        help="in place of the spec's (cold rows: the sampler's; warm rows: "
+                             "the warm start's)")
     parser.add_argument("--data", default=os.environ.get("GAPMODEL_DATA_DIR",
                                                          str(ROOT.parent / "shared" / "data")))
     parser.add_argument("--registry", default=str(ROOT / "models" / "registry"))
@@ -85,7 +96,8 @@ def main() -> None:
     args = parser.parse_args()
     if args.one is not None:
         warm = tuple(args.one) if args.one else None
-        print(json.dumps(run_one(args.specs[0], args.data, args.registry, warm)))
+        print(json.dumps(run_one(args.specs[0], args.data, args.registry, warm,
+                                 args.target_accept)))
         return
     if args.warm and len(args.warm) % 2:
         parser.error("--warm takes (tune, draws) pairs")
@@ -95,6 +107,8 @@ def main() -> None:
         for warm in _warm_rows(spec, args.warm, args.no_cold):
             cmd = [sys.executable, __file__, "--specs", spec, "--data", args.data,
                    "--registry", args.registry, "--one", *map(str, warm or ())]
+            if args.target_accept:
+                cmd += ["--target-accept", str(args.target_accept)]
             label = {"spec": Path(spec).stem, "start": "warm" if warm else "cold"}
             row = run_child(cmd, label, args.timeout)
             print("done:", _format(row), flush=True)
@@ -111,13 +125,14 @@ def _warm_rows(spec_path: str, pairs: list[int] | None, no_cold: bool
     if pairs:
         warm = list(zip(pairs[::2], pairs[1::2], strict=True))
     else:
-        lengths = ModelSpec.from_yaml(ROOT / spec_path).sampler.warm_start
-        warm = [(lengths.tune, lengths.draws)] if lengths else [(300, 1000)]
+        settings = ModelSpec.from_yaml(ROOT / spec_path).sampler.warm_start
+        warm = [(settings.tune, settings.draws)] if settings else [(300, 1000)]
     return ([] if no_cold else [None]) + warm
 
 
 def report(rows: list[dict]) -> str:
-    lines = [f"{'spec':26} {'start':5} {'sampler':7} {'tune':>5} {'draws':>5} {'wall s':>7} "
+    lines = [f"{'spec':26} {'start':5} {'sampler':7} {'tune':>5} {'draws':>5} {'accept':>6} "
+             f"{'wall s':>7} "
              f"{'min ESS':>7} {'ESS/s':>6} {'R-hat':>6} {'grads/draw':>10} {'step':>6} "
              f"{'div':>4} {'gate':>4}  worst"]
     return "\n".join(lines + [_format(row) for row in rows])
@@ -128,7 +143,8 @@ def _format(row: dict) -> str:
     if "note" in row:
         return f"{head} {row['note']}"
     return (f"{head} {row['sampler']:7} {row['tune']:5d} {row['draws']:5d} "
-            f"{row['wall_s']:7.1f} {row['min_ess']:7.0f} {row['ess_per_s']:6.2f} "
+            f"{row['accept']:6.2f} {row['wall_s']:7.1f} {row['min_ess']:7.0f} "
+            f"{row['ess_per_s']:6.2f} "
             f"{row['max_rhat']:6.3f} {row['grads_draw']:10.1f} {row['step']:6.3f} "
             f"{row['divergences']:4d} {'yes' if row['gate'] else 'no':>4}  {row['worst']}")
 

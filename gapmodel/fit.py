@@ -17,7 +17,7 @@ from threadpoolctl import threadpool_limits
 
 from gapmodel.data import Dataset
 from gapmodel.model import HYPERPARAMETERS, ModelData, build_model
-from gapmodel.spec import ModelSpec, WarmLengths
+from gapmodel.spec import ModelSpec, WarmStartSettings
 from gapmodel.warmstart import WarmStart, WarmStartError, warm_start
 
 log = logging.getLogger(__name__)
@@ -67,7 +67,7 @@ class FitResult:
 def sample(model: pm.Model, spec: ModelSpec, progress: bool = True,
            warm: WarmStart | None = None) -> xr.DataTree:
     """NUTS with the spec's sampler settings; from `warm` (an earlier posterior's mass
-    matrix and last draws), PyMC's NUTS with the spec's warm-start lengths. Each chain runs
+    matrix and last draws), PyMC's NUTS with the spec's warm-start settings. Each chain runs
     on its own core, so BLAS runs single-threaded inside it: OpenBLAS's own threads
     oversubscribe the cores (the centred BYM2's gradient at 1,000 areas costs 3 times as
     much; docs/performance.md)."""
@@ -77,10 +77,10 @@ def sample(model: pm.Model, spec: ModelSpec, progress: bool = True,
               "compute_convergence_checks": False}
     with model, threadpool_limits(limits=1, user_api="blas"):
         if warm is not None:
-            lengths = s.warm_start or WarmLengths()
+            settings = s.warm_start or WarmStartSettings()
             step = pm.NUTS(vars=model.value_vars, potential=warm.potential(),
-                           target_accept=s.target_accept)
-            return pm.sample(draws=lengths.draws, tune=lengths.tune, step=step,
+                           target_accept=settings.target_accept or s.target_accept)
+            return pm.sample(draws=settings.draws, tune=settings.tune, step=step,
                              initvals=warm.initvals(s.chains), **common)
         return pm.sample(draws=s.draws, tune=s.tune, nuts_sampler=s.name,
                          target_accept=s.target_accept, **common,

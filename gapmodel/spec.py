@@ -90,12 +90,15 @@ class MissingAttribute(_Spec):
     sigma: float = Field(0.5, gt=0)
 
 
-class WarmLengths(_Spec):
-    """A refit's lengths when it starts from the active version's posterior
-    (`gapmodel.warmstart`): its mass matrix is known, so tuning only sets the step size."""
+class WarmStartSettings(_Spec):
+    """A refit's settings when it starts from the active version's posterior
+    (`gapmodel.warmstart`): its mass matrix is known, so tuning only sets the step size,
+    and the near-Gaussian geometry takes a longer step (target_accept: in place of the
+    sampler's)."""
 
     tune: int = Field(300, ge=0)
     draws: int = Field(1000, ge=1)
+    target_accept: float | None = Field(None, gt=0, lt=1)
 
 
 class Sampler(_Spec):
@@ -107,9 +110,9 @@ class Sampler(_Spec):
     seed: int = 1
     adaptation: Literal["diag", "low_rank"] = Field(
         "diag", description="nutpie mass-matrix adaptation")
-    warm_start: WarmLengths | None = Field(
+    warm_start: WarmStartSettings | None = Field(
         None, description="refits start from the active version (PyMC's NUTS under its "
-        "posterior's mass matrix) with these lengths; none: always a cold start")
+        "posterior's mass matrix) with these settings; none: always a cold start")
 
 
 class Gate(_Spec):

@@ -65,7 +65,8 @@ def fit_summary(result: FitResult, truth: pd.DataFrame | None = None) -> dict[st
     out: dict[str, Any] = {
         "model": result.spec.name, "condition": result.spec.condition,
         "method": result.method, "dataset_hash": result.dataset_hash,
-        "sampler": result.spec.sampler.model_dump(), "timings": result.timings,
+        "sampler": result.spec.sampler.model_dump(), "start": result.start,
+        "timings": result.timings,
         "parameters": parameters, "totals": totals(result.draws), "gate": result.gate,
         "assumptions": [
             f"sigma_eps = {result.spec.prevalence.sigma_eps}: unexplained area variation in "

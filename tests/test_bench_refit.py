@@ -1,0 +1,52 @@
+"""bench/warmstart.py and bench/derive.py: their rows and tables."""
+
+from __future__ import annotations
+
+import pytest
+from bench_support import load_bench
+
+
+@pytest.fixture(scope="module")
+def warmstart():
+    return load_bench("warmstart")
+
+
+@pytest.fixture(scope="module")
+def derive():
+    return load_bench("derive")
+
+
+def test_warm_rows_follow_the_spec_or_the_pairs_given(warmstart):
+    spec = "models/hypertension_england_pcn.yaml"
+    assert warmstart._warm_rows(spec, None, no_cold=False) == [None, (300, 1000)]
+    assert warmstart._warm_rows(spec, [100, 200, 300, 400], no_cold=True) == [(100, 200),
+                                                                           (300, 400)]
+    # a spec without warm-start lengths still gets a warm row
+    assert warmstart._warm_rows("models/synthetic_icb.yaml", None, False) == [None,
+                                                                             (300, 1000)]
+
+
+def test_warmstart_table(warmstart):
+    row = {"spec": "hypertension_england_pcn", "start": "warm", "sampler": "pymc",
+           "tune": 300, "draws": 800, "accept": 0.9, "wall_s": 258.0, "min_ess": 489.0,
+           "worst": "sigma_u", "ess_per_s": 1.89, "max_rhat": 1.006, "grads_draw": 31.0,
+           "step": 0.221, "divergences": 0, "gate": True}
+    text = warmstart.report([row, {"spec": "hypertension_england_pcn", "start": "cold",
+                                   "note": "stopped: not finished in 900 s"}])
+    lines = text.splitlines()
+    assert lines[0].split()[:6] == ["spec", "start", "sampler", "tune", "draws", "accept"]
+    assert lines[1].split() == ["hypertension_england_pcn", "warm", "pymc", "300", "800",
+                                "0.90", "258.0", "489", "1.89", "1.006", "31.0", "0.221",
+                                "0", "yes", "sigma_u"]
+    assert lines[2].endswith("stopped: not finished in 900 s")
+
+
+def test_derive_table(derive):
+    row = {"spec": "hypertension_england_pcn", "rev": "HEAD", "draws": 3000, "cells": 15732,
+           "build_s": 1.3, "derive_s": 25.1, "ms_per_draw": 8.4, "peak_mb": 1830.0,
+           "gap_mean": 4876319.0, "gap_q5": 4337291.0, "gap_q95": 5441668.0}
+    lines = derive.report([row]).splitlines()
+    assert "ms/draw" in lines[0]
+    assert lines[1].split() == ["hypertension_england_pcn", "HEAD", "3000", "15732", "1.3",
+                                "25.1", "8.4", "1830", "4,876,319", "[4,337,291,",
+                                "5,441,668]"]
