@@ -41,6 +41,12 @@ def add_blas_option(parser) -> None:
                              "default, one per core; 1: as gapmodel.fit samples)")
 
 
+def add_revisions_option(parser) -> None:
+    parser.add_argument("--revisions", nargs="+", default=[None],
+                        help="git revisions of the library, a row for each (default: the "
+                             "working tree)")
+
+
 def limit_blas(threads: int):
     """BLAS threads per chain for this run (0: no limit); a threadpoolctl limiter, to use as
     a context manager or to undo with `restore_original_limits()`."""

@@ -22,7 +22,7 @@ import sys
 import time
 from pathlib import Path
 
-from common import ROOT, checkouts, limit_blas, machine_line, run_child
+from common import ROOT, add_revisions_option, checkouts, limit_blas, machine_line, run_child
 
 
 def run_one(spec_path: str, data_dir: str, registry: str, draws: int | None) -> dict:
@@ -65,9 +65,7 @@ def main() -> None:
                                                          str(ROOT.parent / "shared" / "data")))
     parser.add_argument("--registry", default=str(ROOT / "models" / "registry"))
     parser.add_argument("--timeout", type=float, default=None, help="seconds per run")
-    parser.add_argument("--revisions", nargs="+", default=[None],
-                        help="git revisions of the library, a row for each (default: the "
-                             "working tree)")
+    add_revisions_option(parser)
     parser.add_argument("--one", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.one:

@@ -44,6 +44,7 @@ from pathlib import Path
 from common import (
     ROOT,
     add_blas_option,
+    add_revisions_option,
     checkouts,
     has_module,
     limit_blas,
@@ -149,9 +150,7 @@ def main() -> None:
     parser.add_argument("--adaptation", nargs="+", default=["spec"],
                         choices=("spec", "diag", "low_rank"),
                         help="nutpie's mass matrix, a row for each (spec: the spec's own)")
-    parser.add_argument("--revisions", nargs="+", default=[None],
-                        help="git revisions of the library, a row for each (default: the "
-                             "working tree)")
+    add_revisions_option(parser)
     parser.add_argument("--one", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.one:
