@@ -3,13 +3,16 @@
     .venv/bin/python bench/warmstart.py                    # hypertension by PCN
     .venv/bin/python bench/warmstart.py --specs models/dementia_england_pcn.yaml
     .venv/bin/python bench/warmstart.py --warm 300 600 300 800   # (tune, draws) pairs
+    .venv/bin/python bench/warmstart.py --pilot            # and a first fit through a pilot
 
 Samples each spec twice or more, each in a fresh process, one after the other, on the same
 data as its active version in the registry: cold (the spec's sampler and lengths: nutpie,
 its mass matrix tuned afresh) and warm (`gapmodel.warmstart`: PyMC's NUTS under the active
 posterior's mass matrix, from its last draws, tuning only the step size) at the spec's
-warm-start lengths or each `--warm` pair. Prints the wall time from the model's build to
-the last draw (compilation included), min bulk ESS and max R-hat over the gate's
+warm-start lengths or each `--warm` pair; with `--pilot`, also as a first fit would with
+no earlier version: the spec's pilot (a short cold run; 300 + 200 where the spec has
+none), then warm from its draws at each warm row's lengths. Prints the wall time from the
+model's build to the last draw (compilation included), min bulk ESS and max R-hat over the gate's
 hyperparameters (and the worst one), ESS per second, gradients per draw after warm-up,
 the mean step size, divergences and whether the gate's ESS, R-hat and divergence checks
 pass (the national gap, which the gate also checks, needs the derive step:
@@ -29,14 +32,16 @@ from common import ROOT, limit_blas, machine_line, min_ess, run_child
 
 
 def run_one(spec_path: str, data_dir: str, registry: str, warm: tuple[int, int] | None,
-            target_accept: float | None = None) -> dict:
+            target_accept: float | None = None, pilot: bool = False) -> dict:
+    """One row: cold (`warm` None), warm from the active version (`warm` its lengths), or
+    a first fit through the spec's pilot (`pilot`, with `warm` its warm lengths)."""
     import arviz as az
 
-    from gapmodel.fit import monitored, sample
+    from gapmodel.fit import _warm_start_or_pilot, monitored, sample
     from gapmodel.model import build_model
     from gapmodel.registry import Registry
     from gapmodel.sources import load_spec_data
-    from gapmodel.spec import ModelSpec, WarmStartSettings
+    from gapmodel.spec import ModelSpec, PilotSettings, WarmStartSettings
     from gapmodel.warmstart import warm_start
 
     limit_blas(1)
@@ -46,18 +51,21 @@ def run_one(spec_path: str, data_dir: str, registry: str, warm: tuple[int, int] 
         base = s.warm_start or WarmStartSettings()
         settings = WarmStartSettings(tune=warm[0], draws=warm[1],
                                      target_accept=target_accept or base.target_accept)
-        s = s.model_copy(update={"warm_start": settings})
+        s = s.model_copy(update={"warm_start": settings,
+                                 "pilot": s.pilot or PilotSettings() if pilot else None})
         accept = settings.target_accept or s.target_accept
     else:
         s = s.model_copy(update={"target_accept": target_accept or s.target_accept})
         accept = s.target_accept
     spec = spec.model_copy(update={"sampler": s})
     dataset, _ = load_spec_data(spec, data_dir)
-    version = Registry(registry).active(spec.name)
     start = time.perf_counter()
     model, _ = build_model(dataset, spec)
     state = None
-    if warm:
+    if pilot:
+        state, _ = _warm_start_or_pilot(model, spec, None, progress=False)
+    elif warm:
+        version = Registry(registry).active(spec.name)
         state = warm_start(model, version.posterior()["posterior"].to_dataset(), version.id)
     idata = sample(model, spec, progress=False, warm=state)
     wall = time.perf_counter() - start
@@ -69,7 +77,7 @@ def run_one(spec_path: str, data_dir: str, registry: str, warm: tuple[int, int] 
     tune, draws = (warm if warm else (s.tune, s.draws))
     divergences = int(stats["diverging"].sum())
     max_rhat = float(max(float(rhat[n].max()) for n in names))
-    return {"spec": spec.name, "start": "warm" if warm else "cold",
+    return {"spec": spec.name, "start": "pilot" if pilot else "warm" if warm else "cold",
             "sampler": "pymc" if warm else s.name, "tune": tune, "draws": draws,
             "accept": accept,
             "wall_s": wall, "min_ess": least, "worst": worst, "ess_per_s": least / wall,
@@ -85,6 +93,9 @@ def main() -> None:
     parser.add_argument("--warm", nargs="+", type=int, default=None,
                         help="(tune, draws) pairs of warm-started rows (default: the spec's)")
     parser.add_argument("--no-cold", action="store_true", help="only the warm rows")
+    parser.add_argument("--pilot", action="store_true",
+                        help="a row for a first fit: the spec's pilot (a short cold run), "
+                             "then warm from its draws at each warm row's lengths")
     parser.add_argument("--target-accept", type=float, default=None,
                         help="in place of the spec's (cold rows: the sampler's; warm rows: "
                              "the warm start's)")
@@ -97,19 +108,25 @@ def main() -> None:
     if args.one is not None:
         warm = tuple(args.one) if args.one else None
         print(json.dumps(run_one(args.specs[0], args.data, args.registry, warm,
-                                 args.target_accept)))
+                                 args.target_accept, args.pilot)))
         return
     if args.warm and len(args.warm) % 2:
         parser.error("--warm takes (tune, draws) pairs")
     print(machine_line(1, None), flush=True)
     rows = []
     for spec in args.specs:
-        for warm in _warm_rows(spec, args.warm, args.no_cold):
+        warm_rows = _warm_rows(spec, args.warm, args.no_cold)
+        runs = [(w, False) for w in warm_rows] + [(w, True) for w in warm_rows if w] * \
+            args.pilot
+        for warm, pilot in runs:
             cmd = [sys.executable, __file__, "--specs", spec, "--data", args.data,
                    "--registry", args.registry, "--one", *map(str, warm or ())]
             if args.target_accept:
                 cmd += ["--target-accept", str(args.target_accept)]
-            label = {"spec": Path(spec).stem, "start": "warm" if warm else "cold"}
+            if pilot:
+                cmd += ["--pilot"]
+            label = {"spec": Path(spec).stem,
+                     "start": "pilot" if pilot else "warm" if warm else "cold"}
             row = run_child(cmd, label, args.timeout)
             print("done:", _format(row), flush=True)
             rows.append(row)

@@ -161,7 +161,7 @@ def _fit_and_register(spec_path: Path, data: Path | None, json_out: Path | None,
         raise typer.Exit(code=2) from None
     if draws is not None:
         spec = spec.model_copy(update={"sampler": spec.sampler.model_copy(
-            update={"draws": draws, "tune": draws, "warm_start": None})})
+            update={"draws": draws, "tune": draws, "warm_start": None, "pilot": None})})
     try:
         dataset, scenario = load_spec_data(spec, data)
     except DataValidationError as exc:
@@ -170,16 +170,11 @@ def _fit_and_register(spec_path: Path, data: Path | None, json_out: Path | None,
     except (FileNotFoundError, ValueError) as exc:
         typer.echo(str(exc), err=True)
         raise typer.Exit(code=2) from None
-    s = spec.sampler
     store = Registry(registry)
     start_from = None if approximate or cold_start else store.start_from(spec)
     typer.echo(f"Fitting {spec.name} on dataset {dataset.name} ({len(dataset.cells):,} cells, "
                f"{len(dataset.observations):,} observations) with "
-               + ("ADVI (approximate, exploration only)" if approximate else
-                  f"{s.name}: {s.chains} chains x ({s.tune} tune + {s.draws} draws)"
-                  if start_from is None else
-                  f"PyMC's NUTS from version {start_from[0]}'s posterior: {s.chains} chains "
-                  f"x ({s.warm_start.tune} tune + {s.warm_start.draws} draws)"))
+               + _sampling_plan(spec, start_from, approximate))
     result = fit(dataset, spec, progress=True, method="advi" if approximate else "nuts",
                  start_from=start_from)
     if "reason" in result.start:
@@ -200,6 +195,20 @@ def _fit_and_register(spec_path: Path, data: Path | None, json_out: Path | None,
             typer.echo("the active version is unchanged: this fit failed the gate")
         except RegistryError:
             typer.echo("no version was promoted: this fit failed the gate")
+
+
+def _sampling_plan(spec, start_from, approximate: bool) -> str:
+    s = spec.sampler
+    if approximate:
+        return "ADVI (approximate, exploration only)"
+    cold = f"{s.name}: {s.chains} chains x ({s.tune} tune + {s.draws} draws)"
+    if s.warm_start is None or (start_from is None and s.pilot is None):
+        return cold
+    warm = f"{s.chains} chains x ({s.warm_start.tune} tune + {s.warm_start.draws} draws)"
+    if start_from is not None:
+        return f"PyMC's NUTS from version {start_from[0]}'s posterior: {warm}"
+    return (f"a {s.name} pilot, {s.chains} chains x ({s.pilot.tune} tune + {s.pilot.draws} "
+            f"draws), then PyMC's NUTS under its covariance: {warm}")
 
 
 @app.command("fit")

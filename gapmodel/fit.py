@@ -55,8 +55,9 @@ class FitResult:
     draws: CellDraws
     timings: dict[str, float] = field(default_factory=dict)
     method: str = "nuts"
-    #: how the sampler started: {"kind": "cold"} (with a "reason" where a warm start was
-    #: asked for and not possible) or {"kind": "warm", "from": version id}
+    #: how the sampler started: {"kind": "warm", "from": version id}, {"kind": "pilot"}
+    #: (warm from a short run of its own) or {"kind": "cold"}; with a "reason" where a
+    #: warm start from an earlier version was asked for and not possible
     start: dict[str, str] = field(default_factory=lambda: {"kind": "cold"})
 
     @property
@@ -227,24 +228,20 @@ def fit(dataset: Dataset, spec: ModelSpec, *, progress: bool = True,
         ) -> FitResult:
     """Build, sample (or approximate), diagnose, gate and derive cell draws.
 
-    `start_from` (an earlier version's id and posterior, for specs with warm-start lengths)
-    warm-starts the sampler (`gapmodel.warmstart`); where that posterior does not match
-    the model the fit starts cold and says why in its `start`."""
+    `start_from` (an earlier version's id and posterior, for specs with warm-start settings)
+    warm-starts the sampler (`gapmodel.warmstart`). Where there is none, or it does not
+    match the model, a spec with a pilot warm-starts from a short run of its own, and
+    other specs start cold; the result's `start` says which, and why."""
     timings: dict[str, float] = {}
     begin = time.perf_counter()
     model, data = build_model(dataset, spec)
-    warm, start = None, {"kind": "cold"}
-    if start_from is not None and method == "nuts" and spec.sampler.warm_start is not None:
-        try:
-            warm = warm_start(model, start_from[1], start_from[0])
-            start = {"kind": "warm", "from": warm.source}
-        except WarmStartError as exc:
-            start = {"kind": "cold", "reason": f"no warm start from {start_from[0]}: {exc}"}
-            log.warning(start["reason"])
     timings["build"] = time.perf_counter() - begin
     begin = time.perf_counter()
-    idata = sample(model, spec, progress, warm) if method == "nuts" else \
-        approximate(model, spec, progress)
+    if method == "nuts":
+        warm, start = _warm_start_or_pilot(model, spec, start_from, progress)
+        idata = sample(model, spec, progress, warm)
+    else:
+        start, idata = {"kind": "cold"}, approximate(model, spec, progress)
     timings["sample"] = time.perf_counter() - begin
     begin = time.perf_counter()
     total_gap, draws = _derive_all(model, data, idata.posterior.to_dataset(),
@@ -256,6 +253,30 @@ def fit(dataset: Dataset, spec: ModelSpec, *, progress: bool = True,
     timings["derive"] = time.perf_counter() - begin
     return FitResult(spec=spec, dataset_hash=dataset.hash, idata=idata, diagnostics=table,
                      gate=gate, draws=draws, timings=timings, method=method, start=start)
+
+
+def _warm_start_or_pilot(model: pm.Model, spec: ModelSpec,
+                         start_from: tuple[str, xr.Dataset] | None, progress: bool
+                         ) -> tuple[WarmStart | None, dict[str, str]]:
+    """Where the spec warm-starts: from `start_from` if it matches the model, else from
+    a pilot run where the spec has one, else nothing (a cold start); and how it started."""
+    s = spec.sampler
+    if s.warm_start is None:
+        return None, {"kind": "cold"}
+    note = {}
+    if start_from is not None:
+        try:
+            warm = warm_start(model, start_from[1], start_from[0])
+            return warm, {"kind": "warm", "from": warm.source}
+        except WarmStartError as exc:
+            note = {"reason": f"no warm start from {start_from[0]}: {exc}"}
+            log.warning(note["reason"])
+    if s.pilot is None:
+        return None, {"kind": "cold", **note}
+    lengths = {"tune": s.pilot.tune, "draws": s.pilot.draws}
+    pilot = sample(model, spec.model_copy(update={"sampler": s.model_copy(update=lengths)}),
+                   progress)
+    return warm_start(model, pilot.posterior.to_dataset(), "pilot"), {"kind": "pilot", **note}
 
 
 def _derive_all(model: pm.Model, data: ModelData, posterior: xr.Dataset, keep: int,

@@ -101,6 +101,14 @@ class WarmStartSettings(_Spec):
     target_accept: float | None = Field(None, gt=0, lt=1)
 
 
+class PilotSettings(_Spec):
+    """A first fit's short run with the spec's own sampler, where no earlier version gives
+    a warm start: its draws' covariance is the warm start's mass matrix."""
+
+    tune: int = Field(300, ge=0)
+    draws: int = Field(200, ge=100)
+
+
 class Sampler(_Spec):
     name: Literal["nutpie", "pymc", "numpyro"] = "nutpie"
     chains: int = Field(2, ge=1)
@@ -113,6 +121,15 @@ class Sampler(_Spec):
     warm_start: WarmStartSettings | None = Field(
         None, description="refits start from the active version (PyMC's NUTS under its "
         "posterior's mass matrix) with these settings; none: always a cold start")
+    pilot: PilotSettings | None = Field(
+        None, description="without an earlier version to start from, a short run with this "
+        "sampler gives the warm start instead (needs warm_start)")
+
+    @model_validator(mode="after")
+    def _check_pilot(self) -> Sampler:
+        if self.pilot is not None and self.warm_start is None:
+            raise ValueError("sampler.pilot needs sampler.warm_start (the run after it)")
+        return self
 
 
 class Gate(_Spec):

@@ -209,3 +209,27 @@ def test_cli_fit_warm_starts_from_the_active_version(tiny, tmp_path: Path, monke
     out = CliRunner().invoke(app, [*args, "--cold-start"])
     assert out.exit_code == 0, out.output
     assert calls[1] is None and "150 tune + 150 draws" in out.output
+
+
+def test_first_fit_warm_starts_from_a_pilot_run(tiny):
+    """Without an earlier version, a spec with a pilot samples a short cold run first and
+    takes the warm start from its draws; the posterior agrees with the cold fit."""
+    dataset, _, cold = tiny
+    spec = ModelSpec.model_validate({**TINY_SPEC, "sampler": {
+        **TINY_SPEC["sampler"], "pilot": {"tune": 100, "draws": 100},
+        "warm_start": {"tune": 100, "draws": 300, "target_accept": 0.8}}})
+    result = fit(dataset, spec, progress=False)
+    assert result.start == {"kind": "pilot"}
+    assert result.idata.posterior.sizes["draw"] == 300
+    for name in ("gamma0", "mu_rho"):
+        a, b = cold.diagnostics.loc[name], result.diagnostics.loc[name]
+        assert abs(a["mean"] - b["mean"]) < 4 * np.hypot(a["mcse_mean"], b["mcse_mean"])
+    mismatched = fit(dataset, spec, progress=False, start_from=(
+        "other", cold.idata.posterior.to_dataset().drop_vars("gamma0")))
+    assert mismatched.start["kind"] == "pilot" and "gamma0" in mismatched.start["reason"]
+
+
+def test_a_pilot_needs_a_warm_start():
+    with pytest.raises(ValueError, match=r"pilot needs sampler\.warm_start"):
+        ModelSpec.model_validate({**TINY_SPEC, "sampler": {
+            **TINY_SPEC["sampler"], "pilot": {"tune": 100, "draws": 100}}})

@@ -53,7 +53,8 @@ def resolve_spec(svc: Services, body: FitRequest) -> ModelSpec:
     check_name(spec.name, "model name")
     if body.draws is not None:
         spec = spec.model_copy(update={"sampler": spec.sampler.model_copy(
-            update={"draws": body.draws, "tune": body.draws, "warm_start": None})})
+            update={"draws": body.draws, "tune": body.draws, "warm_start": None,
+                    "pilot": None})})
     return spec
 
 
