@@ -227,8 +227,9 @@ def fit_command(
     = None,
     promote: Annotated[bool, typer.Option(help="make the fit active if it passes the gate")]
     = False,
-    cold_start: Annotated[bool, typer.Option(help="ignore the spec's warm start: tune the "
-                                             "mass matrix afresh")] = False,
+    cold_start: Annotated[bool, typer.Option(help="do not start from the active version's "
+                                             "posterior (a spec's pilot still runs)")]
+    = False,
 ) -> None:
     """Fit a spec: sample, diagnose, gate, save a version; print the summary. Specs with
     warm-start lengths start from the active version's posterior where there is one."""
