@@ -20,7 +20,6 @@ from functools import partial
 from unittest import mock
 
 import numpy as np
-import pytensor.tensor as pt
 from common import ROOT, limit_blas, machine_line
 
 STEPS = (10, 6, 4, 3)
@@ -36,21 +35,15 @@ def _model(dataset, spec, steps: int):
 
 def _points(model, posterior, draws: int, seed: int = 0) -> list[dict[str, np.ndarray]]:
     """`draws` posterior draws as points of the model's value variables."""
+    from gapmodel.warmstart import unconstrained_draws
+
     rng = np.random.default_rng(seed)
-    n_chain, n_draw = posterior.sizes["chain"], posterior.sizes["draw"]
-    picks = rng.choice(n_chain * n_draw, size=draws, replace=False)
-    points = []
-    for pick in picks:
-        chain, draw = divmod(int(pick), n_draw)
-        point = {}
-        for rv in model.free_RVs:
-            value = posterior[rv.name].values[chain, draw]
-            transform = model.rvs_to_transforms[rv]
-            if transform is not None:
-                value = transform.forward(pt.as_tensor(value), *rv.owner.inputs).eval()
-            point[model.rvs_to_values[rv].name] = np.asarray(value, dtype=float)
-        points.append(point)
-    return points
+    flat = unconstrained_draws(model, posterior)
+    shapes = {name: value.shape for name, value in model.initial_point().items()}
+    picks = rng.choice(posterior.sizes["chain"] * posterior.sizes["draw"], size=draws,
+                       replace=False)
+    return [{name: values[pick].reshape(shapes[name]) for name, values in flat.items()}
+            for pick in picks]
 
 
 def main() -> None:

@@ -178,7 +178,7 @@ def _fit_and_register(spec_path: Path, data: Path | None, json_out: Path | None,
     result = fit(dataset, spec, progress=True, method="advi" if approximate else "nuts",
                  start_from=start_from)
     if "reason" in result.start:
-        typer.echo(f"started cold: {result.start['reason']}")
+        typer.echo(f"started as '{result.start['kind']}': {result.start['reason']}")
     summary = fit_summary(result, scenario.truth.cells if scenario else None)
     version = store.save(result, dataset)
     summary["version"] = version
@@ -232,7 +232,8 @@ def fit_command(
     = False,
 ) -> None:
     """Fit a spec: sample, diagnose, gate, save a version; print the summary. Specs with
-    warm-start lengths start from the active version's posterior where there is one."""
+    warm-start settings start from the active version's posterior where there is one
+    (else from their pilot run, if they have one)."""
     _fit_and_register(spec, data, json_out, approximate, registry, draws, promote,
                       cold_start)
 

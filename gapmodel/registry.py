@@ -212,7 +212,7 @@ class Registry:
 
     def start_from(self, spec: ModelSpec) -> tuple[str, xr.Dataset] | None:
         """What a fit of `spec` warm-starts from: the id and posterior of the model's active
-        version, where the spec has warm-start lengths and that version kept its
+        version, where the spec has warm-start settings and that version kept its
         posterior; otherwise None (a cold start)."""
         if spec.sampler.warm_start is None:
             return None
