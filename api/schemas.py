@@ -70,6 +70,10 @@ class VersionDetail(VersionSummary):
                                               "parameter (mean, sd, q5, q50, q95, r_hat, "
                                               "ess_bulk, ess_tail)")
     packages: dict[str, str]
+    start: dict[str, str] = Field(description="how the sampler started: kind 'cold', "
+                                  "'warm' (from: the version whose posterior gave the mass "
+                                  "matrix) or 'pilot'; reason where a warm start was not "
+                                  "possible")
     timings: dict[str, float | None]
     files: dict[str, str] = Field(description="SHA-256 per artefact file")
     history: list[dict[str, Any]]

@@ -64,6 +64,8 @@ def test_a_fit_job_runs_saves_and_promotes_when_asked(tmp_path):
         assert refit["status"] == "succeeded", refit["error"]
         assert store.load(refit["version"]).meta["start"] == {"kind": "warm",
                                                               "from": done["version"]}
+        detail = env.get(f"/v1/versions/{refit['version']}").json()
+        assert detail["start"] == {"kind": "warm", "from": done["version"]}
 
 
 @pytest.mark.parametrize("fit_function", ["api_fakes:failing_gate_fit",

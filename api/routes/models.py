@@ -84,5 +84,6 @@ def get_version(version_id: str, _: Viewer, svc: Svc) -> VersionDetail:
                          dataset=jsonable(meta.get("dataset", {})),
                          gate=jsonable(meta.get("gate", {})),
                          diagnostics=diagnostics, packages=meta.get("packages", {}),
+                         start=meta.get("start", {"kind": "cold"}),
                          timings=jsonable(meta.get("timings", {})),
                          files=meta.get("files", {}), history=jsonable(history))
