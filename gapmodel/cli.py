@@ -160,8 +160,7 @@ def _fit_and_register(spec_path: Path, data: Path | None, json_out: Path | None,
         typer.echo(f"{spec_path}: not a valid model spec:\n{exc}", err=True)
         raise typer.Exit(code=2) from None
     if draws is not None:
-        spec = spec.model_copy(update={"sampler": spec.sampler.model_copy(
-            update={"draws": draws, "tune": draws, "warm_start": None, "pilot": None})})
+        spec = spec.model_copy(update={"sampler": spec.sampler.with_lengths(draws, draws)})
     try:
         dataset, scenario = load_spec_data(spec, data)
     except DataValidationError as exc:

@@ -125,6 +125,12 @@ class Sampler(_Spec):
         None, description="without an earlier version to start from, a short run with this "
         "sampler gives the warm start instead (needs warm_start)")
 
+    def with_lengths(self, draws: int, tune: int, chains: int | None = None) -> Sampler:
+        """These lengths for a cold start (a quick look, a test run): no warm start and no
+        pilot, whose own lengths would otherwise take over."""
+        update = {"draws": draws, "tune": tune, "warm_start": None, "pilot": None}
+        return self.model_copy(update=update | ({"chains": chains} if chains else {}))
+
     @model_validator(mode="after")
     def _check_pilot(self) -> Sampler:
         if self.pilot is not None and self.warm_start is None:

@@ -90,3 +90,12 @@ def test_heavy_tailed_deviation_starts_where_the_register_is_within_reach():
     if before[first] > 0:
         assert start[first] == pytest.approx(np.log(20) / 0.1 + before[first])
     assert np.array_equal(np.delete(start, first), np.delete(before, first))
+
+
+def test_with_lengths_is_a_cold_start_at_those_lengths():
+    sampler = ModelSpec.from_yaml(ROOT / "models" / "hypertension_england_pcn.yaml").sampler
+    assert sampler.warm_start is not None and sampler.pilot is not None
+    quick = sampler.with_lengths(50, 60, 1)
+    assert (quick.draws, quick.tune, quick.chains) == (50, 60, 1)
+    assert quick.warm_start is None and quick.pilot is None
+    assert sampler.with_lengths(50, 50).chains == sampler.chains

@@ -52,9 +52,8 @@ def resolve_spec(svc: Services, body: FitRequest) -> ModelSpec:
         raise ApiError(422, f"not a valid model spec: {exc}", code="invalid_spec") from None
     check_name(spec.name, "model name")
     if body.draws is not None:
-        spec = spec.model_copy(update={"sampler": spec.sampler.model_copy(
-            update={"draws": body.draws, "tune": body.draws, "warm_start": None,
-                    "pilot": None})})
+        spec = spec.model_copy(update={"sampler": spec.sampler.with_lengths(body.draws,
+                                                                           body.draws)})
     return spec
 
 
