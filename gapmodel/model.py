@@ -27,6 +27,14 @@ from scipy.special import expit, logit
 
 from gapmodel.data import Dataset
 from gapmodel.graph import Graph
+from gapmodel.layout import (
+    area_sums,
+    by_stratum,
+    grid_strata,
+    obs_are_areas,
+    obs_totals,
+    to_cells,
+)
 from gapmodel.likelihood import beta_binomial_logpmf, binomial_logpmf, interval_logp
 from gapmodel.spec import AreaEffect, GroupEffect, ModelSpec, NormalPrior
 
@@ -71,6 +79,10 @@ class ModelData:
     #: do most recorded counts fall in observations within one reference stratum (rather
     #: than totals over many)? Then registers pin pi * theta stratum by stratum.
     resolves_strata: bool = False
+    #: cells per area where cells form a complete area-major grid (gapmodel.layout), else 0
+    grid_strata: int = 0
+    #: is observation a the plain total of area a's cells, for every area in order?
+    obs_are_areas: bool = False
 
     @property
     def uses_completeness(self) -> bool:
@@ -170,6 +182,9 @@ def prepare(dataset: Dataset, spec: ModelSpec) -> ModelData:
     resolved = counts[within.index[within.to_numpy()]].sum() > 0.5 * counts.sum()
     return ModelData(
         resolves_strata=bool(resolved),
+        grid_strata=grid_strata(cell_area, cells["stratum"].to_numpy(), len(areas)),
+        obs_are_areas=obs_are_areas(pair_obs, pair_cell, cell_area, kind[pair_obs], len(obs),
+                                    len(areas)),
         n_cells=len(cells), population=cells["population"].to_numpy(dtype=float),
         cell_area=cell_area, cell_ref=cell_ref, ref_strata=ref_strata, areas=areas,
         x_pi=x_pi, x_theta=x_th, covariate_scaling={**s_pi, **s_th},
@@ -612,7 +627,7 @@ def build_model(dataset: Dataset, spec: ModelSpec) -> tuple[pm.Model, ModelData]
                    for attr, effect in spec.detection.groups.items()}
         group_term = pt.zeros(data.n_cells)
         for attr, gamma in effects.items():
-            group_term = group_term + gamma[data.cell_group[attr]]
+            group_term = group_term + by_stratum(data, gamma, data.cell_group[attr])
         # Area-level detection: intercept + covariates + area effect. With a centred area
         # effect the intercept and covariates are its mean (hierarchical centring), which
         # removes the ridge between them and the data-pinned area effects. Sampled (not
@@ -627,7 +642,7 @@ def build_model(dataset: Dataset, spec: ModelSpec) -> tuple[pm.Model, ModelData]
         # true prevalence
         alpha_shift, rr_shift = _prevalence_shifts(spec, data, gamma0, effects)
         alpha = _sheared_alpha(spec, data, alpha_shift)
-        logit_pi = alpha[data.cell_ref] + data.cell_offset_fixed
+        logit_pi = by_stratum(data, alpha, data.cell_ref) + data.cell_offset_fixed
         if len(data.offset_groups):
             log_rr = _sheared_offsets(data, rr_shift)
             has = data.cell_offset_group >= 0
@@ -637,11 +652,11 @@ def build_model(dataset: Dataset, spec: ModelSpec) -> tuple[pm.Model, ModelData]
         if data.x_pi.shape[1]:
             covariates_pi = data.x_pi @ _coefficients(
                 "beta_pi", list(spec.prevalence.covariates.values()), "cov_pi")
-            logit_pi = logit_pi + covariates_pi[data.cell_area]
+            logit_pi = logit_pi + to_cells(data, covariates_pi)
         if spec.prevalence.sigma_eps > 0:
             eps = _prevalence_deviation(spec, data, _deviation_shift(
                 spec, data, area_logit, gamma0, covariates_pi))
-            logit_pi = logit_pi + eps[data.cell_area]
+            logit_pi = logit_pi + to_cells(data, eps)
         pi = pm.math.sigmoid(logit_pi)
         weight = _completeness_weights(spec, data)
         concentration = None
@@ -649,10 +664,8 @@ def build_model(dataset: Dataset, spec: ModelSpec) -> tuple[pm.Model, ModelData]
             concentration = pt.exp(_normal("log_concentration", spec.likelihood.concentration))
 
         def register_loglik(area_logit, midpoints: bool = False):
-            theta = pm.math.sigmoid(area_logit[data.cell_area] + group_term)
-            recorded = data.population * pi * theta
-            mu = pt.inc_subtensor(pt.zeros(len(data.obs_lo))[data.pair_obs],
-                                  recorded[data.pair_cell] * weight)
+            theta = pm.math.sigmoid(to_cells(data, area_logit) + group_term)
+            mu = obs_totals(data, data.population * pi * theta, weight)
             return _register_loglik(data, mu, concentration, midpoints=midpoints)
 
         def register_search(area_logit):
@@ -666,7 +679,7 @@ def build_model(dataset: Dataset, spec: ModelSpec) -> tuple[pm.Model, ModelData]
                                           search=register_search)
         else:
             pm.Potential("register", register_loglik(area_logit))
-        theta = pm.math.sigmoid(area_logit[data.cell_area] + group_term)
+        theta = pm.math.sigmoid(to_cells(data, area_logit) + group_term)
         pm.Deterministic("pi", pi)
         pm.Deterministic("theta", theta)
         # Evidence describes the population of each reference stratum: prevalence is the
@@ -681,10 +694,11 @@ def build_model(dataset: Dataset, spec: ModelSpec) -> tuple[pm.Model, ModelData]
     return model, data
 
 
-def _completeness_weights(spec: ModelSpec, data: ModelData) -> pt.TensorVariable:
-    """Per (observation, cell) pair: 1, rho_a (attribute recorded) or 1 - rho_a (not)."""
+def _completeness_weights(spec: ModelSpec, data: ModelData) -> pt.TensorVariable | None:
+    """Per (observation, cell) pair: 1, rho_a (attribute recorded) or 1 - rho_a (not); None
+    where every weight is 1."""
     if not data.uses_completeness:
-        return pt.ones(len(data.pair_obs))
+        return None
     assert spec.missing is not None
     mu_rho = _normal("mu_rho", spec.missing.mean)
     sigma_rho = pm.HalfNormal("sigma_rho", spec.missing.sigma)
@@ -791,14 +805,12 @@ def _recorded_rate_root(data: ModelData, pi, group_term, steps: int = 4
     """Per area, the u that makes the expected recorded total equal the registers' total
     (midpoints of censored counts): Newton steps on the logit scale, where the equation is
     nearly linear. A starting point for the Laplace modes."""
-    n_areas = len(data.areas)
     population, total = _area_totals(data)
     target = np.clip(total / np.maximum(population, 1.0), 1e-6, 1 - 1e-6)
     cases = data.population * pi
 
     def by_area(values):
-        return pt.inc_subtensor(pt.zeros(n_areas)[data.cell_area], values) / \
-            np.maximum(population, 1.0)
+        return area_sums(data, values) / np.maximum(population, 1.0)
 
     share = pt.clip(by_area(cases), 1e-9, 1.0)
     centre = by_area(cases * group_term) / share
@@ -806,7 +818,7 @@ def _recorded_rate_root(data: ModelData, pi, group_term, steps: int = 4
     goal = _logit(pt.clip(share * detection, 1e-9, 1 - 1e-9))
     u = _logit(pt.clip(detection, 1e-6, 1 - 1e-6)) - centre
     for _ in range(steps):
-        sig = pm.math.sigmoid(u[data.cell_area] + group_term)
+        sig = pm.math.sigmoid(to_cells(data, u) + group_term)
         rate = pt.clip(by_area(cases * sig), 1e-9, 1 - 1e-9)
         slope = by_area(cases * sig * (1 - sig)) / (rate * (1 - rate))
         u = u - pt.clip((_logit(rate) - goal) / pt.maximum(slope, 1e-9), -1.0, 1.0)
@@ -863,7 +875,7 @@ def _register_loglik(data: ModelData, mu, concentration, midpoints: bool = False
     stand-in with nearly the same maximum, for the Laplace modes' search)."""
     n_obs = data.obs_population
     live = n_obs > 0
-    p = pt.clip(mu[live] / n_obs[live], 1e-12, 1 - 1e-9)
+    p = pt.clip((mu if live.all() else mu[live]) / n_obs[live], 1e-12, 1 - 1e-9)
     lo, hi, n = data.obs_lo[live], data.obs_hi[live], n_obs[live]
     if midpoints or (lo == hi).all():
         k = (lo + hi) / 2.0

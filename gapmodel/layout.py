@@ -1,0 +1,81 @@
+"""Moving values between areas, strata, cells and observations in the model's graph.
+
+Every register term of a model gathers area values to cells and sums cells to areas or
+observations, and the Laplace collapse differentiates each of them twice more. Done by
+index, each is an `AdvancedSubtensor` or `AdvancedIncSubtensor` node: on England by PCN,
+gathers took 27% of a gradient and scatters 12%. Where the cells form a complete area x
+stratum grid (every area the same strata in the same order, area by area), a gather is a
+broadcast and a sum a reduction over the grid's second axis, which PyTensor compiles to
+plain loops. Elsewhere these fall back to indexing; the values are the same either way.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import numpy as np
+import pytensor.tensor as pt
+
+if TYPE_CHECKING:
+    from gapmodel.model import ModelData
+
+
+def grid_strata(cell_area: np.ndarray, strata: np.ndarray, n_areas: int) -> int:
+    """Cells per area where cells form a complete area-major grid with every area's strata
+    in the same order; 0 where they do not."""
+    n_cells = len(cell_area)
+    if n_areas == 0 or n_cells % n_areas:
+        return 0
+    per_area = n_cells // n_areas
+    if not (cell_area == np.repeat(np.arange(n_areas), per_area)).all():
+        return 0
+    grid = np.asarray(strata).reshape(n_areas, per_area)
+    return per_area if (grid == grid[0]).all() else 0
+
+
+def obs_are_areas(pair_obs: np.ndarray, pair_cell: np.ndarray, cell_area: np.ndarray,
+                  kind: np.ndarray, n_obs: int, n_areas: int) -> bool:
+    """Is observation a the plain total of area a's cells, for every area in order (as
+    registers of totals by area are)?"""
+    return (n_obs == n_areas and len(pair_cell) == len(cell_area)
+            and bool((pair_cell == np.arange(len(cell_area))).all())
+            and bool((pair_obs == cell_area).all()) and not kind.any())
+
+
+def to_cells(data: ModelData, area_values) -> pt.TensorVariable:
+    """Each cell's value of its area: (A,) -> (C,)."""
+    if data.grid_strata:
+        area_values = pt.as_tensor(area_values)
+        return pt.broadcast_to(area_values[:, None],
+                               (len(data.areas), data.grid_strata)).reshape((-1,))
+    return pt.as_tensor(area_values)[data.cell_area]
+
+
+def by_stratum(data: ModelData, values, index: np.ndarray) -> pt.TensorVariable:
+    """`values[index]` for a per-cell `index` (a reference stratum, a group level); where the
+    grid repeats the index area by area, one area's gather broadcast over the areas."""
+    values = pt.as_tensor(values)
+    strata = data.grid_strata
+    if strata and (index.reshape(-1, strata) == index[:strata]).all():
+        row = values[index[:strata]]
+        return pt.broadcast_to(row[None, :], (len(data.areas), strata)).reshape((-1,))
+    return values[index]
+
+
+def area_sums(data: ModelData, cell_values) -> pt.TensorVariable:
+    """Per area, the sum of its cells' values: (C,) -> (A,)."""
+    cell_values = pt.as_tensor(cell_values)
+    if data.grid_strata:
+        return cell_values.reshape((len(data.areas), data.grid_strata)).sum(axis=1)
+    return pt.inc_subtensor(pt.zeros(len(data.areas))[data.cell_area], cell_values)
+
+
+def obs_totals(data: ModelData, cell_values, weight=None) -> pt.TensorVariable:
+    """Per observation, the weighted sum of the cell values it covers (weights per
+    (observation, cell) pair; None: all 1)."""
+    if data.obs_are_areas and weight is None:
+        return area_sums(data, cell_values)
+    pairs = pt.as_tensor(cell_values)[data.pair_cell]
+    if weight is not None:
+        pairs = pairs * weight
+    return pt.inc_subtensor(pt.zeros(len(data.obs_lo))[data.pair_obs], pairs)

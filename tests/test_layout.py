@@ -1,0 +1,121 @@
+"""Gathers and sums over a complete area x stratum grid give what indexing gives."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from pathlib import Path
+
+import numpy as np
+import pytensor
+import pytensor.tensor as pt
+import pytest
+
+from gapmodel import layout
+from gapmodel.model import ModelData, build_model, prepare
+from gapmodel.spec import ModelSpec
+
+N_AREAS, N_STRATA = 7, 5
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _grid_data(**changes) -> ModelData:
+    """Index data of a complete 7-area x 5-stratum grid, observations one per area."""
+    cell_area = np.repeat(np.arange(N_AREAS), N_STRATA)
+    n_cells = len(cell_area)
+    fields = {f.name: None for f in dataclasses.fields(ModelData)}
+    fields.update(
+        n_cells=n_cells, cell_area=cell_area, areas=[f"A{i}" for i in range(N_AREAS)],
+        cell_ref=np.tile([0, 1, 1, 2, 0], N_AREAS), pair_obs=cell_area.copy(),
+        pair_cell=np.arange(n_cells), obs_lo=np.zeros(N_AREAS, dtype=np.int64),
+        grid_strata=N_STRATA, obs_are_areas=True)
+    fields.update(changes)
+    return ModelData(**fields)
+
+
+def _eval(expr, inputs, values):
+    return pytensor.function(inputs, expr)(*values)
+
+
+@pytest.mark.parametrize("grid", [True, False])
+def test_grid_reshapes_equal_indexing(grid):
+    data = _grid_data() if grid else _grid_data(grid_strata=0, obs_are_areas=False)
+    rng = np.random.default_rng(1)
+    by_area, by_ref, by_cell = (rng.normal(size=n) for n in (N_AREAS, 3, data.n_cells))
+    a, r, c = pt.dvector("a"), pt.dvector("r"), pt.dvector("c")
+    np.testing.assert_array_equal(_eval(layout.to_cells(data, a), [a], [by_area]),
+                                  by_area[data.cell_area])
+    np.testing.assert_array_equal(_eval(layout.by_stratum(data, r, data.cell_ref), [r],
+                                        [by_ref]), by_ref[data.cell_ref])
+    sums = np.bincount(data.cell_area, weights=by_cell, minlength=N_AREAS)
+    np.testing.assert_allclose(_eval(layout.area_sums(data, c), [c], [by_cell]), sums,
+                               rtol=1e-14)
+    np.testing.assert_allclose(_eval(layout.obs_totals(data, c), [c], [by_cell]), sums,
+                               rtol=1e-14)
+    weight = rng.uniform(size=data.n_cells)
+    np.testing.assert_allclose(
+        _eval(layout.obs_totals(data, c, pt.as_tensor(weight)), [c], [by_cell]),
+        np.bincount(data.cell_area, weights=by_cell * weight, minlength=N_AREAS), rtol=1e-14)
+
+
+def test_an_index_that_varies_between_areas_is_gathered_by_index():
+    data = _grid_data()
+    index = np.random.default_rng(2).integers(0, 3, size=data.n_cells)
+    values = pt.dvector("v")
+    out = _eval(layout.by_stratum(data, values, index), [values], [np.arange(3.0)])
+    np.testing.assert_array_equal(out, np.arange(3.0)[index])
+
+
+def test_grids_are_recognised_only_when_complete_and_in_order():
+    strata = np.tile(["a", "b", "c"], 4)
+    cell_area = np.repeat(np.arange(4), 3)
+    assert layout.grid_strata(cell_area, strata, 4) == 3
+    assert layout.grid_strata(cell_area[:-1], strata[:-1], 4) == 0  # a cell missing
+    swapped = strata.copy()
+    swapped[[3, 4]] = swapped[[4, 3]]  # one area's strata in another order
+    assert layout.grid_strata(cell_area, swapped, 4) == 0
+    assert layout.grid_strata(cell_area[::-1].copy(), strata, 4) == 0  # not area-major
+    pairs = np.arange(12)
+    assert layout.obs_are_areas(cell_area, pairs, cell_area, np.zeros(12), 4, 4)
+    assert not layout.obs_are_areas(cell_area, pairs, cell_area, np.ones(12), 4, 4)
+    assert not layout.obs_are_areas(cell_area, pairs, cell_area, np.zeros(12), 5, 4)
+
+
+def _data_dir() -> Path | None:
+    env = os.environ.get("GAPMODEL_DATA_DIR")
+    path = Path(env) if env else ROOT.parent / "shared" / "data"
+    return path if (path / "qof_2022_23_prevalence_by_practice_all_registers.csv").is_file() \
+        else None
+
+
+@pytest.mark.slow
+@pytest.mark.realdata
+@pytest.mark.skipif(_data_dir() is None, reason="England data not found")
+def test_england_model_is_the_same_with_and_without_the_grid(monkeypatch):
+    """Dementia by PCN (a complete 1,311 x 12 grid with some empty registers): the log
+    density and its gradient, which the Laplace collapse differentiates twice more, agree
+    at jittered points with the grid's reshapes and with plain indexing."""
+    from gapmodel.sources import load_spec_data
+
+    spec = ModelSpec.from_yaml(ROOT / "models" / "dementia_england_pcn.yaml")
+    dataset, _ = load_spec_data(spec, str(_data_dir()))
+    data = prepare(dataset, spec)
+    assert data.grid_strata == 12 and data.obs_are_areas
+    results = []
+    for grid in (True, False):
+        if not grid:
+            import gapmodel.model as model_module
+
+            monkeypatch.setattr(model_module, "prepare", lambda *args: dataclasses.replace(
+                prepare(*args), grid_strata=0, obs_are_areas=False))
+        model, _ = build_model(dataset, spec)
+        function = model.logp_dlogp_function(ravel_inputs=True, mode="NUMBA")
+        function.set_extra_values({})
+        start = model.initial_point()
+        x0 = np.concatenate([np.ravel(start[v.name]) for v in function._grad_vars])
+        rng = np.random.default_rng(0)
+        results.append([function(x0 + rng.normal(0, 0.1, x0.shape)) for _ in range(2)])
+    for (value, grad), (plain_value, plain_grad) in zip(*results, strict=True):
+        assert np.isfinite(value)
+        assert value == pytest.approx(plain_value, rel=1e-10)
+        np.testing.assert_allclose(grad, plain_grad, rtol=1e-7, atol=1e-9)
