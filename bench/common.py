@@ -86,6 +86,8 @@ def checkouts(revisions: list[str | None]):
     with tempfile.TemporaryDirectory(prefix="gapmodel-rev-") as tmp:
         try:
             for rev in revisions:
+                if rev in paths:  # a revision named twice: rows alternate, one tree
+                    continue
                 if rev is None:
                     paths[rev] = ROOT
                     continue

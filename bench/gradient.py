@@ -117,11 +117,13 @@ def report(rows: list[dict]) -> str:
         for rev in dict.fromkeys(row["rev"] for row in rows):
             costs = [r["us_per_cell"] for r in rows
                      if r["spec"] == spec and r["rev"] == rev and "note" not in r]
-            if len(costs) > 1:
+            sizes = {r["cells"] for r in rows
+                     if r["spec"] == spec and r["rev"] == rev and "note" not in r}
+            if len(sizes) > 1:
                 mean = sum(costs) / len(costs)
                 spread = max(abs(c - mean) for c in costs) / mean
                 lines.append(f"{spec} at {rev}: cost per cell within +-{100 * spread:.0f}% "
-                             f"of its mean ({mean:.3f} us) over {len(costs)} sizes")
+                             f"of its mean ({mean:.3f} us) over {len(sizes)} sizes")
     return "\n".join(lines)
 
 

@@ -1,12 +1,15 @@
-"""Moving values between areas, strata, cells and observations in the model's graph.
+"""The shape of cell values in the model's graph, and moving values between areas, strata,
+cells and observations.
 
 Every register term of a model gathers area values to cells and sums cells to areas or
 observations, and the Laplace collapse differentiates each of them twice more. Done by
 index, each is an `AdvancedSubtensor` or `AdvancedIncSubtensor` node: on England by PCN,
 gathers took 27% of a gradient and scatters 12%. Where the cells form a complete area x
 stratum grid (every area the same strata in the same order, area by area), a gather is a
-broadcast and a sum a reduction over the grid's second axis, which PyTensor compiles to
-plain loops. Elsewhere these fall back to indexing; the values are the same either way.
+broadcast reshaped to the vector of cells and a sum a reduction over the grid's axis:
+a quarter less time per gradient there (docs/performance.md). Elsewhere these fall back
+to indexing. Cell values are vectors (C,) in the dataset's order either way; keeping them
+as (area, stratum) matrices was measured too and was slower, and took longer to compile.
 """
 
 from __future__ import annotations
@@ -42,32 +45,50 @@ def obs_are_areas(pair_obs: np.ndarray, pair_cell: np.ndarray, cell_area: np.nda
             and bool((pair_obs == cell_area).all()) and not kind.any())
 
 
+def _shape(data: ModelData) -> tuple[int, int]:
+    return len(data.areas), data.grid_strata
+
+
+def _repeats(data: ModelData, index: np.ndarray) -> bool:
+    """Does a per-cell `index` repeat area by area on the grid?"""
+    grid = index.reshape(_shape(data))
+    return bool((grid == grid[0]).all())
+
+
 def to_cells(data: ModelData, area_values) -> pt.TensorVariable:
-    """Each cell's value of its area: (A,) -> (C,)."""
+    """Each cell's value of its area (A,) -> (C,)."""
+    area_values = pt.as_tensor(area_values)
     if data.grid_strata:
-        area_values = pt.as_tensor(area_values)
-        return pt.broadcast_to(area_values[:, None],
-                               (len(data.areas), data.grid_strata)).reshape((-1,))
-    return pt.as_tensor(area_values)[data.cell_area]
+        return pt.broadcast_to(area_values[:, None], _shape(data)).reshape((-1,))
+    return area_values[data.cell_area]
 
 
 def by_stratum(data: ModelData, values, index: np.ndarray) -> pt.TensorVariable:
-    """`values[index]` for a per-cell `index` (a reference stratum, a group level); where the
-    grid repeats the index area by area, one area's gather broadcast over the areas."""
+    """`values[index]` for a per-cell `index` (a reference stratum, a group level); one
+    area's gather broadcast over the areas where the grid repeats the index."""
     values = pt.as_tensor(values)
-    strata = data.grid_strata
-    if strata and (index.reshape(-1, strata) == index[:strata]).all():
-        row = values[index[:strata]]
-        return pt.broadcast_to(row[None, :], (len(data.areas), strata)).reshape((-1,))
+    if data.grid_strata and _repeats(data, index):
+        row = values[index[:data.grid_strata]]
+        return pt.broadcast_to(row[None, :], _shape(data)).reshape((-1,))
     return values[index]
 
 
 def area_sums(data: ModelData, cell_values) -> pt.TensorVariable:
-    """Per area, the sum of its cells' values: (C,) -> (A,)."""
+    """Per area, the sum of its cells' values (C,) -> (A,)."""
     cell_values = pt.as_tensor(cell_values)
     if data.grid_strata:
-        return cell_values.reshape((len(data.areas), data.grid_strata)).sum(axis=1)
+        return cell_values.reshape(_shape(data)).sum(axis=1)
     return pt.inc_subtensor(pt.zeros(len(data.areas))[data.cell_area], cell_values)
+
+
+def index_sums(data: ModelData, cell_values, index: np.ndarray, size: int
+               ) -> pt.TensorVariable:
+    """Per level of a per-cell `index` (size levels), the sum of its cells' values."""
+    cell_values = pt.as_tensor(cell_values)
+    if data.grid_strata and _repeats(data, index):
+        per_stratum = cell_values.reshape(_shape(data)).sum(axis=0)
+        return pt.inc_subtensor(pt.zeros(size)[index[:data.grid_strata]], per_stratum)
+    return pt.inc_subtensor(pt.zeros(size)[index], cell_values)
 
 
 def obs_totals(data: ModelData, cell_values, weight=None) -> pt.TensorVariable:

@@ -31,6 +31,7 @@ from gapmodel.layout import (
     area_sums,
     by_stratum,
     grid_strata,
+    index_sums,
     obs_are_areas,
     obs_totals,
     to_cells,
@@ -646,8 +647,8 @@ def build_model(dataset: Dataset, spec: ModelSpec) -> tuple[pm.Model, ModelData]
         if len(data.offset_groups):
             log_rr = _sheared_offsets(data, rr_shift)
             has = data.cell_offset_group >= 0
-            logit_pi = logit_pi + pt.where(has, log_rr[np.maximum(data.cell_offset_group, 0)],
-                                           0.0)
+            logit_pi = logit_pi + pt.where(
+                has, by_stratum(data, log_rr, np.maximum(data.cell_offset_group, 0)), 0.0)
         covariates_pi = pt.zeros(len(data.areas))
         if data.x_pi.shape[1]:
             covariates_pi = data.x_pi @ _coefficients(
@@ -687,8 +688,8 @@ def build_model(dataset: Dataset, spec: ModelSpec) -> tuple[pm.Model, ModelData]
         cases = data.population * pi
         n_ref = len(data.ref_strata)
         pop_ref = np.bincount(data.cell_ref, weights=data.population, minlength=n_ref)
-        cases_ref = pt.inc_subtensor(pt.zeros(n_ref)[data.cell_ref], cases)
-        found_ref = pt.inc_subtensor(pt.zeros(n_ref)[data.cell_ref], cases * theta)
+        cases_ref = index_sums(data, cases, data.cell_ref, n_ref)
+        found_ref = index_sums(data, cases * theta, data.cell_ref, n_ref)
         _reference_evidence(data, _logit(cases_ref / np.maximum(pop_ref, 1.0)),
                             _logit(found_ref / pt.maximum(cases_ref, 1e-9)), spec, gamma0)
     return model, data

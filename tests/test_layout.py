@@ -38,32 +38,46 @@ def _eval(expr, inputs, values):
 
 
 @pytest.mark.parametrize("grid", [True, False])
-def test_grid_reshapes_equal_indexing(grid):
+def test_grid_reshapes_give_what_indexing_gives(grid):
     data = _grid_data() if grid else _grid_data(grid_strata=0, obs_are_areas=False)
     rng = np.random.default_rng(1)
     by_area, by_ref, by_cell = (rng.normal(size=n) for n in (N_AREAS, 3, data.n_cells))
-    a, r, c = pt.dvector("a"), pt.dvector("r"), pt.dvector("c")
+    a, r = pt.dvector("a"), pt.dvector("r")
     np.testing.assert_array_equal(_eval(layout.to_cells(data, a), [a], [by_area]),
                                   by_area[data.cell_area])
     np.testing.assert_array_equal(_eval(layout.by_stratum(data, r, data.cell_ref), [r],
                                         [by_ref]), by_ref[data.cell_ref])
-    sums = np.bincount(data.cell_area, weights=by_cell, minlength=N_AREAS)
-    np.testing.assert_allclose(_eval(layout.area_sums(data, c), [c], [by_cell]), sums,
+    # sums of a cell expression: an area's value times a stratum's times a constant
+    expr = layout.to_cells(data, a) * layout.by_stratum(data, r, data.cell_ref) * by_cell
+    values = by_area[data.cell_area] * by_ref[data.cell_ref] * by_cell
+    inputs = ([a, r], [by_area, by_ref])
+    sums = np.bincount(data.cell_area, weights=values, minlength=N_AREAS)
+    np.testing.assert_allclose(_eval(layout.area_sums(data, expr), *inputs), sums,
                                rtol=1e-14)
-    np.testing.assert_allclose(_eval(layout.obs_totals(data, c), [c], [by_cell]), sums,
+    np.testing.assert_allclose(_eval(layout.obs_totals(data, expr), *inputs), sums,
+                               rtol=1e-14)
+    np.testing.assert_allclose(_eval(layout.index_sums(data, expr, data.cell_ref, 3),
+                                     *inputs),
+                               np.bincount(data.cell_ref, weights=values, minlength=3),
                                rtol=1e-14)
     weight = rng.uniform(size=data.n_cells)
     np.testing.assert_allclose(
-        _eval(layout.obs_totals(data, c, pt.as_tensor(weight)), [c], [by_cell]),
-        np.bincount(data.cell_area, weights=by_cell * weight, minlength=N_AREAS), rtol=1e-14)
+        _eval(layout.obs_totals(data, expr, pt.as_tensor(weight)), *inputs),
+        np.bincount(data.cell_area, weights=values * weight, minlength=N_AREAS), rtol=1e-14)
 
 
 def test_an_index_that_varies_between_areas_is_gathered_by_index():
     data = _grid_data()
     index = np.random.default_rng(2).integers(0, 3, size=data.n_cells)
     values = pt.dvector("v")
-    out = _eval(layout.by_stratum(data, values, index), [values], [np.arange(3.0)])
-    np.testing.assert_array_equal(out, np.arange(3.0)[index])
+    gathered = layout.by_stratum(data, values, index)
+    np.testing.assert_array_equal(_eval(gathered, [values], [np.arange(3.0)]),
+                                  np.arange(3.0)[index])
+    sums = layout.index_sums(data, layout.to_cells(data, values[:N_AREAS]), index, 3)
+    by_area = np.arange(N_AREAS, dtype=float)
+    np.testing.assert_allclose(_eval(sums, [values], [by_area]),
+                               np.bincount(index, weights=by_area[data.cell_area],
+                                           minlength=3), rtol=1e-14)
 
 
 def test_grids_are_recognised_only_when_complete_and_in_order():
