@@ -4,6 +4,7 @@
     .venv/bin/python bench/warmstart.py --specs models/dementia_england_pcn.yaml
     .venv/bin/python bench/warmstart.py --warm 300 600 300 800   # (tune, draws) pairs
     .venv/bin/python bench/warmstart.py --pilot            # and a first fit through a pilot
+    .venv/bin/python bench/warmstart.py --no-cold --revisions 8a90125 HEAD   # two commits
 
 Samples each spec twice or more, each in a fresh process, one after the other, on the same
 data as its active version in the registry: cold (the spec's sampler and lengths: nutpie,
@@ -16,7 +17,8 @@ model's build to the last draw (compilation included), min bulk ESS and max R-ha
 hyperparameters (and the worst one), ESS per second, gradients per draw after warm-up,
 the mean step size, divergences and whether the gate's ESS, R-hat and divergence checks
 pass (the national gap, which the gate also checks, needs the derive step:
-bench/derive.py).
+bench/derive.py). `--revisions` runs each row with the library as it was at each git
+revision (the `rev` column).
 """
 
 from __future__ import annotations
@@ -28,7 +30,15 @@ import sys
 import time
 from pathlib import Path
 
-from common import ROOT, limit_blas, machine_line, min_ess, run_child
+from common import (
+    ROOT,
+    add_revisions_option,
+    checkouts,
+    limit_blas,
+    machine_line,
+    min_ess,
+    run_child,
+)
 
 
 def run_one(spec_path: str, data_dir: str, registry: str, warm: tuple[int, int] | None,
@@ -103,6 +113,7 @@ def main() -> None:
                                                          str(ROOT.parent / "shared" / "data")))
     parser.add_argument("--registry", default=str(ROOT / "models" / "registry"))
     parser.add_argument("--timeout", type=float, default=None, help="seconds per run")
+    add_revisions_option(parser)
     parser.add_argument("--one", nargs="*", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.one is not None:
@@ -114,22 +125,26 @@ def main() -> None:
         parser.error("--warm takes (tune, draws) pairs")
     print(machine_line(1, None), flush=True)
     rows = []
-    for spec in args.specs:
-        warm_rows = _warm_rows(spec, args.warm, args.no_cold)
-        runs = [(w, False) for w in warm_rows] + [(w, True) for w in warm_rows if w] * \
-            args.pilot
-        for warm, pilot in runs:
-            cmd = [sys.executable, __file__, "--specs", spec, "--data", args.data,
-                   "--registry", args.registry, "--one", *map(str, warm or ())]
-            if args.target_accept:
-                cmd += ["--target-accept", str(args.target_accept)]
-            if pilot:
-                cmd += ["--pilot"]
-            label = {"spec": Path(spec).stem,
-                     "start": "pilot" if pilot else "warm" if warm else "cold"}
-            row = run_child(cmd, label, args.timeout)
-            print("done:", _format(row), flush=True)
-            rows.append(row)
+    with checkouts(args.revisions) as trees:
+        for spec in args.specs:
+            warm_rows = _warm_rows(spec, args.warm, args.no_cold)
+            runs = [(w, False) for w in warm_rows] + [(w, True) for w in warm_rows if w] * \
+                args.pilot
+            for warm, pilot in runs:
+                for rev in args.revisions:
+                    cmd = [sys.executable, __file__, "--specs", spec, "--data", args.data,
+                           "--registry", args.registry, "--one", *map(str, warm or ())]
+                    if args.target_accept:
+                        cmd += ["--target-accept", str(args.target_accept)]
+                    if pilot:
+                        cmd += ["--pilot"]
+                    label = {"spec": Path(spec).stem,
+                             "start": "pilot" if pilot else "warm" if warm else "cold"}
+                    env = {**os.environ, "PYTHONPATH": os.pathsep.join(
+                        filter(None, [str(trees[rev]), os.environ.get("PYTHONPATH")]))}
+                    row = {**run_child(cmd, label, args.timeout, env), "rev": rev or "work"}
+                    print("done:", _format(row), flush=True)
+                    rows.append(row)
     print()
     print(report(rows))
 
@@ -148,15 +163,15 @@ def _warm_rows(spec_path: str, pairs: list[int] | None, no_cold: bool
 
 
 def report(rows: list[dict]) -> str:
-    lines = [f"{'spec':26} {'start':5} {'sampler':7} {'tune':>5} {'draws':>5} {'accept':>6} "
-             f"{'wall s':>7} "
+    lines = [f"{'spec':26} {'rev':>8} {'start':5} {'sampler':7} {'tune':>5} {'draws':>5} "
+             f"{'accept':>6} {'wall s':>7} "
              f"{'min ESS':>7} {'ESS/s':>6} {'R-hat':>6} {'grads/draw':>10} {'step':>6} "
              f"{'div':>4} {'gate':>4}  worst"]
     return "\n".join(lines + [_format(row) for row in rows])
 
 
 def _format(row: dict) -> str:
-    head = f"{row['spec']:26} {row['start']:5}"
+    head = f"{row['spec']:26} {row.get('rev', 'work'):>8} {row['start']:5}"
     if "note" in row:
         return f"{head} {row['note']}"
     return (f"{head} {row['sampler']:7} {row['tune']:5d} {row['draws']:5d} "

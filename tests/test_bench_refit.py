@@ -1,4 +1,4 @@
-"""bench/warmstart.py and bench/derive.py: their rows and tables."""
+"""bench/warmstart.py, bench/derive.py and bench/gradient.py: their rows and tables."""
 
 from __future__ import annotations
 
@@ -16,6 +16,11 @@ def derive():
     return load_bench("derive")
 
 
+@pytest.fixture(scope="module")
+def gradient():
+    return load_bench("gradient")
+
+
 def test_warm_rows_follow_the_spec_or_the_pairs_given(warmstart):
     spec = "models/hypertension_england_pcn.yaml"
     assert warmstart._warm_rows(spec, None, no_cold=False) == [None, (300, 1000)]
@@ -27,17 +32,19 @@ def test_warm_rows_follow_the_spec_or_the_pairs_given(warmstart):
 
 
 def test_warmstart_table(warmstart):
-    row = {"spec": "hypertension_england_pcn", "start": "warm", "sampler": "pymc",
+    row = {"spec": "hypertension_england_pcn", "rev": "HEAD", "start": "warm",
+           "sampler": "pymc",
            "tune": 300, "draws": 800, "accept": 0.9, "wall_s": 258.0, "min_ess": 489.0,
            "worst": "sigma_u", "ess_per_s": 1.89, "max_rhat": 1.006, "grads_draw": 31.0,
            "step": 0.221, "divergences": 0, "gate": True}
     text = warmstart.report([row, {"spec": "hypertension_england_pcn", "start": "cold",
                                    "note": "stopped: not finished in 900 s"}])
     lines = text.splitlines()
-    assert lines[0].split()[:6] == ["spec", "start", "sampler", "tune", "draws", "accept"]
-    assert lines[1].split() == ["hypertension_england_pcn", "warm", "pymc", "300", "800",
-                                "0.90", "258.0", "489", "1.89", "1.006", "31.0", "0.221",
-                                "0", "yes", "sigma_u"]
+    assert lines[0].split()[:7] == ["spec", "rev", "start", "sampler", "tune", "draws",
+                                    "accept"]
+    assert lines[1].split() == ["hypertension_england_pcn", "HEAD", "warm", "pymc", "300",
+                                "800", "0.90", "258.0", "489", "1.89", "1.006", "31.0",
+                                "0.221", "0", "yes", "sigma_u"]
     assert lines[2].endswith("stopped: not finished in 900 s")
 
 
@@ -50,3 +57,22 @@ def test_derive_table(derive):
     assert lines[1].split() == ["hypertension_england_pcn", "HEAD", "3000", "15732", "1.3",
                                 "25.1", "8.4", "1830", "4,876,319", "[4,337,291,",
                                 "5,441,668]"]
+
+
+def test_gradient_table_and_the_curves_spread(gradient):
+    def row(rev, areas, cells, us):
+        return {"spec": "synthetic_icb", "rev": rev, "areas": areas, "cells": cells,
+                "build_s": 1.0, "compile_s": 10.0, "ms": us * cells / 1e3, "us_per_cell": us,
+                "peak_mb": 500.0, "logp": -1234.5}
+
+    rows = [row("work", 100, 10_000, 0.08), row("work", 1000, 100_000, 0.10),
+            row("work", 3000, 300_000, 0.09), row("HEAD", 1000, 100_000, 0.2),
+            row("HEAD", 1000, 100_000, 0.2)]
+    lines = gradient.report(rows).splitlines()
+    assert lines[0].split()[:4] == ["spec", "rev", "areas", "cells"]
+    assert lines[2].split() == ["synthetic_icb", "work", "1000", "100000", "1.0", "10.0",
+                                "10.00", "0.100", "500", "-1234.500000"]
+    # the spread is stated over distinct sizes only: 0.10 is 11% above the mean 0.09
+    spread = [line for line in lines if "cost per cell" in line]
+    assert spread == ["synthetic_icb at work: cost per cell within +-11% of its mean "
+                      "(0.090 us) over 3 sizes"]
