@@ -25,6 +25,7 @@ from sqlalchemy import (
     inspect,
     select,
     text,
+    update,
 )
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
@@ -260,14 +261,19 @@ class Database:
     def update_job(self, job_id: str, *, unless: tuple[str, ...] = (),
                    unless_phase: tuple[str, ...] = (), **fields: Any) -> FitJob | None:
         """Set fields of a job unless its status is one of `unless` or its phase one of
-        `unless_phase`; returns the row."""
+        `unless_phase`; returns the row. One conditional UPDATE, so the check and the write
+        are atomic on SQLite too (where SELECT ... FOR UPDATE locks nothing): a worker's
+        progress can never overwrite a cancellation that landed in between."""
         with self.session() as session:
-            row = session.get(FitJob, job_id, with_for_update=True)
-            if row is None or row.status in unless or row.phase in unless_phase:
-                return row
-            for name, value in fields.items():
-                setattr(row, name, value)
-            return row
+            if fields:
+                conditions = [FitJob.id == job_id]
+                if unless:
+                    conditions.append(FitJob.status.not_in(unless))
+                if unless_phase:
+                    conditions.append(FitJob.phase.not_in(unless_phase))
+                session.execute(update(FitJob).where(*conditions).values(**fields)
+                                .execution_options(synchronize_session=False))
+            return session.get(FitJob, job_id)
 
     def jobs(self, status: tuple[str, ...] = JOB_STATES, limit: int = 100) -> list[FitJob]:
         with self.session() as session:
