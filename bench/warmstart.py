@@ -4,6 +4,7 @@
     .venv/bin/python bench/warmstart.py --specs models/dementia_england_pcn.yaml
     .venv/bin/python bench/warmstart.py --warm 300 600 300 800   # (tune, draws) pairs
     .venv/bin/python bench/warmstart.py --pilot            # and a first fit through a pilot
+    .venv/bin/python bench/warmstart.py --no-cold --pilot 300 200 200 100   # pilot lengths
     .venv/bin/python bench/warmstart.py --no-cold --revisions 8a90125 HEAD   # two commits
 
 Samples each spec twice or more, each in a fresh process, one after the other, on the same
@@ -12,7 +13,8 @@ its mass matrix tuned afresh) and warm (`gapmodel.warmstart`: PyMC's NUTS under 
 posterior's mass matrix, from its last draws, tuning only the step size) at the spec's
 warm-start lengths or each `--warm` pair; with `--pilot`, also as a first fit would with
 no earlier version: the spec's pilot (a short cold run; 300 + 200 where the spec has
-none), then warm from its draws at each warm row's lengths. Prints the wall time from the
+none) or one per (tune, draws) pair given, then warm from its draws at each warm row's
+lengths. Prints the wall time from the
 model's build to the last draw (compilation included), min bulk ESS and max R-hat over the gate's
 hyperparameters (and the worst one), ESS per second, gradients per draw after warm-up,
 the mean step size, divergences and whether the gate's ESS, R-hat and divergence checks
@@ -42,9 +44,11 @@ from common import (
 
 
 def run_one(spec_path: str, data_dir: str, registry: str, warm: tuple[int, int] | None,
-            target_accept: float | None = None, pilot: bool = False) -> dict:
+            target_accept: float | None = None, pilot: tuple[int, ...] | None = None
+            ) -> dict:
     """One row: cold (`warm` None), warm from the active version (`warm` its lengths), or
-    a first fit through the spec's pilot (`pilot`, with `warm` its warm lengths)."""
+    a first fit through a pilot (`pilot`: () for the spec's, or its (tune, draws); `warm`
+    the warm lengths)."""
     import arviz as az
 
     from gapmodel.fit import _warm_start_or_pilot, monitored, sample
@@ -61,8 +65,11 @@ def run_one(spec_path: str, data_dir: str, registry: str, warm: tuple[int, int] 
         base = s.warm_start or WarmStartSettings()
         settings = WarmStartSettings(tune=warm[0], draws=warm[1],
                                      target_accept=target_accept or base.target_accept)
-        s = s.model_copy(update={"warm_start": settings,
-                                 "pilot": s.pilot or PilotSettings() if pilot else None})
+        pilot_settings = None
+        if pilot is not None:
+            pilot_settings = PilotSettings(tune=pilot[0], draws=pilot[1]) if pilot else \
+                s.pilot or PilotSettings()
+        s = s.model_copy(update={"warm_start": settings, "pilot": pilot_settings})
         accept = settings.target_accept or s.target_accept
     else:
         s = s.model_copy(update={"target_accept": target_accept or s.target_accept})
@@ -72,7 +79,7 @@ def run_one(spec_path: str, data_dir: str, registry: str, warm: tuple[int, int] 
     start = time.perf_counter()
     model, _ = build_model(dataset, spec)
     state = None
-    if pilot:
+    if pilot is not None:
         state, _ = _warm_start_or_pilot(model, spec, None, progress=False)
     elif warm:
         version = Registry(registry).active(spec.name)
@@ -87,7 +94,10 @@ def run_one(spec_path: str, data_dir: str, registry: str, warm: tuple[int, int] 
     tune, draws = (warm if warm else (s.tune, s.draws))
     divergences = int(stats["diverging"].sum())
     max_rhat = float(max(float(rhat[n].max()) for n in names))
-    return {"spec": spec.name, "start": "pilot" if pilot else "warm" if warm else "cold",
+    p = spec.sampler.pilot
+    start_label = f"pilot {p.tune}+{p.draws}" if pilot is not None and p else \
+        "warm" if warm else "cold"
+    return {"spec": spec.name, "start": start_label,
             "sampler": "pymc" if warm else s.name, "tune": tune, "draws": draws,
             "accept": accept,
             "wall_s": wall, "min_ess": least, "worst": worst, "ess_per_s": least / wall,
@@ -103,9 +113,10 @@ def main() -> None:
     parser.add_argument("--warm", nargs="+", type=int, default=None,
                         help="(tune, draws) pairs of warm-started rows (default: the spec's)")
     parser.add_argument("--no-cold", action="store_true", help="only the warm rows")
-    parser.add_argument("--pilot", action="store_true",
-                        help="a row for a first fit: the spec's pilot (a short cold run), "
-                             "then warm from its draws at each warm row's lengths")
+    parser.add_argument("--pilot", nargs="*", type=int, default=None,
+                        help="rows for a first fit: the spec's pilot (a short cold run), or "
+                             "one per (tune, draws) pair given, then warm from its draws "
+                             "at each warm row's lengths")
     parser.add_argument("--target-accept", type=float, default=None,
                         help="in place of the spec's (cold rows: the sampler's; warm rows: "
                              "the warm start's)")
@@ -118,28 +129,34 @@ def main() -> None:
     args = parser.parse_args()
     if args.one is not None:
         warm = tuple(args.one) if args.one else None
+        pilot = tuple(args.pilot) if args.pilot is not None else None
         print(json.dumps(run_one(args.specs[0], args.data, args.registry, warm,
-                                 args.target_accept, args.pilot)))
+                                 args.target_accept, pilot)))
         return
     if args.warm and len(args.warm) % 2:
         parser.error("--warm takes (tune, draws) pairs")
+    if args.pilot and len(args.pilot) % 2:
+        parser.error("--pilot takes (tune, draws) pairs")
+    pilots: list[tuple[int, ...]] = [] if args.pilot is None else \
+        [tuple(args.pilot[i:i + 2]) for i in range(0, len(args.pilot), 2)] or [()]
     print(machine_line(1, None), flush=True)
     rows = []
     with checkouts(args.revisions) as trees:
         for spec in args.specs:
             warm_rows = _warm_rows(spec, args.warm, args.no_cold)
-            runs = [(w, False) for w in warm_rows] + [(w, True) for w in warm_rows if w] * \
-                args.pilot
+            runs = [(w, None) for w in warm_rows] + [(w, p) for p in pilots
+                                                     for w in warm_rows if w]
             for warm, pilot in runs:
                 for rev in args.revisions:
                     cmd = [sys.executable, __file__, "--specs", spec, "--data", args.data,
                            "--registry", args.registry, "--one", *map(str, warm or ())]
                     if args.target_accept:
                         cmd += ["--target-accept", str(args.target_accept)]
-                    if pilot:
-                        cmd += ["--pilot"]
+                    if pilot is not None:
+                        cmd += ["--pilot", *map(str, pilot)]
                     label = {"spec": Path(spec).stem,
-                             "start": "pilot" if pilot else "warm" if warm else "cold"}
+                             "start": "pilot" if pilot is not None else
+                             "warm" if warm else "cold"}
                     env = {**os.environ, "PYTHONPATH": os.pathsep.join(
                         filter(None, [str(trees[rev]), os.environ.get("PYTHONPATH")]))}
                     row = {**run_child(cmd, label, args.timeout, env), "rev": rev or "work"}
@@ -163,7 +180,7 @@ def _warm_rows(spec_path: str, pairs: list[int] | None, no_cold: bool
 
 
 def report(rows: list[dict]) -> str:
-    lines = [f"{'spec':26} {'rev':>8} {'start':5} {'sampler':7} {'tune':>5} {'draws':>5} "
+    lines = [f"{'spec':26} {'rev':>8} {'start':15} {'sampler':7} {'tune':>5} {'draws':>5} "
              f"{'accept':>6} {'wall s':>7} "
              f"{'min ESS':>7} {'ESS/s':>6} {'R-hat':>6} {'grads/draw':>10} {'step':>6} "
              f"{'div':>4} {'gate':>4}  worst"]
@@ -171,7 +188,7 @@ def report(rows: list[dict]) -> str:
 
 
 def _format(row: dict) -> str:
-    head = f"{row['spec']:26} {row.get('rev', 'work'):>8} {row['start']:5}"
+    head = f"{row['spec']:26} {row.get('rev', 'work'):>8} {row['start']:15}"
     if "note" in row:
         return f"{head} {row['note']}"
     return (f"{head} {row['sampler']:7} {row['tune']:5d} {row['draws']:5d} "
