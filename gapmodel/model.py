@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 import pymc as pm
+import pytensor
 import pytensor.tensor as pt
 from pymc.distributions.transforms import ZeroSumTransform
 from scipy.special import expit, logit
@@ -196,6 +197,14 @@ def prepare(dataset: Dataset, spec: ModelSpec) -> ModelData:
         obs_lo=obs["lo"].to_numpy(dtype=np.int64), obs_hi=obs["hi"].to_numpy(dtype=np.int64),
         reference=dataset.reference.reset_index(drop=True),
         level_index=level_index, level_sizes=level_sizes)
+
+
+def runtime_constant(values: np.ndarray) -> pt.TensorVariable | np.ndarray:
+    """A fixed array for the model's graph. Numba embeds constants up to 1 MB in the compiled
+    function; a larger one makes the whole function uncacheable, so every process compiles
+    it afresh (30 s and more on England by PCN). Larger arrays go in as shared variables,
+    which the function takes at run time."""
+    return pytensor.shared(values) if values.nbytes > 1_000_000 else values
 
 
 def _normal(name: str, prior: NormalPrior, **kwargs) -> pt.TensorVariable:
@@ -748,8 +757,8 @@ def _anchored_prior(spec: ModelSpec, data: ModelData, intercept, root
     # areas with few registered cases say little of their own effect (their root may lie
     # far out): they take no part in the anchors
     reliable = (_area_totals(data)[1] >= MIN_ANCHOR_COUNT).astype(float)
-    projection = np.linalg.pinv(np.column_stack([units, data.x_theta]) * reliable[:, None]) \
-        * reliable[None, :]
+    projection = runtime_constant(np.linalg.pinv(
+        np.column_stack([units, data.x_theta]) * reliable[:, None]) * reliable[None, :])
     root = pt.clip(root, -10.0, 10.0)
     estimate = pt.dot(projection, root)
     fixed = np.array([p.sigma == 0 for p in priors], dtype=bool)

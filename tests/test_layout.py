@@ -10,6 +10,7 @@ import numpy as np
 import pytensor
 import pytensor.tensor as pt
 import pytest
+from pytensor.tensor.variable import TensorConstant
 
 from gapmodel import layout
 from gapmodel.model import ModelData, build_model, prepare
@@ -129,7 +130,23 @@ def test_england_model_is_the_same_with_and_without_the_grid(monkeypatch):
         x0 = np.concatenate([np.ravel(start[v.name]) for v in function._grad_vars])
         rng = np.random.default_rng(0)
         results.append([function(x0 + rng.normal(0, 0.1, x0.shape)) for _ in range(2)])
+        # numba caches the compiled function across processes only if no constant in it
+        # exceeds 1 MB (gapmodel.model.runtime_constant)
+        graph = function._pytensor_function.maker.fgraph
+        large = [v for v in graph.variables if isinstance(v, TensorConstant)
+                 and v.data.nbytes > 1_000_000]
+        assert not large
     for (value, grad), (plain_value, plain_grad) in zip(*results, strict=True):
         assert np.isfinite(value)
         assert value == pytest.approx(plain_value, rel=1e-10)
         np.testing.assert_allclose(grad, plain_grad, rtol=1e-7, atol=1e-9)
+
+
+def test_large_constants_go_in_at_run_time():
+    from gapmodel.model import runtime_constant
+
+    small, large = np.ones(1000), np.ones(200_000)
+    assert runtime_constant(small) is small
+    shared = runtime_constant(large)
+    assert not isinstance(shared, np.ndarray)
+    np.testing.assert_array_equal(shared.get_value(), large)
