@@ -14,13 +14,12 @@ posterior's mass matrix, from its last draws, tuning only the step size) at the 
 warm-start lengths or each `--warm` pair; with `--pilot`, also as a first fit would with
 no earlier version: the spec's pilot (a short cold run; 300 + 200 where the spec has
 none) or one per (tune, draws) pair given, then warm from its draws at each warm row's
-lengths. Prints the wall time from the
-model's build to the last draw (compilation included), min bulk ESS and max R-hat over the gate's
-hyperparameters (and the worst one), ESS per second, gradients per draw after warm-up,
-the mean step size, divergences and whether the gate's ESS, R-hat and divergence checks
-pass (the national gap, which the gate also checks, needs the derive step:
-bench/derive.py). `--revisions` runs each row with the library as it was at each git
-revision (the `rev` column).
+lengths. Prints the wall time from the model's build to the last draw (compilation
+included), min bulk ESS and max R-hat over the gate's hyperparameters (and the worst
+one), ESS per second, gradients per draw after warm-up, the mean step size, divergences
+and whether the gate's ESS, R-hat and divergence checks pass (the national gap, which
+the gate also checks, needs the derive step: bench/derive.py). `--revisions` runs each
+row with the library as it was at each git revision (the `rev` column).
 """
 
 from __future__ import annotations
