@@ -76,6 +76,15 @@ def run_child(cmd: list[str], label: dict, timeout: float | None,
     return json.loads(out.strip().splitlines()[-1])
 
 
+def run_at(cmd: list[str], label: dict, tree: Path, rev: str | None,
+           timeout: float | None) -> dict:
+    """`run_child` with the library imported from `tree` (the checkout of `rev`); the row
+    gets a `rev` column (`work`: the working tree)."""
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(
+        filter(None, [str(tree), os.environ.get("PYTHONPATH")]))}
+    return {**run_child(cmd, label, timeout, env), "rev": rev or "work"}
+
+
 @contextlib.contextmanager
 def checkouts(revisions: list[str | None]):
     """A source tree per git revision (None: the working tree itself), as temporary

@@ -22,7 +22,7 @@ import sys
 import time
 from pathlib import Path
 
-from common import ROOT, add_revisions_option, checkouts, limit_blas, machine_line, run_child
+from common import ROOT, add_revisions_option, checkouts, limit_blas, machine_line, run_at
 
 
 def run_one(spec_path: str, data_dir: str, registry: str, draws: int | None) -> dict:
@@ -80,10 +80,7 @@ def main() -> None:
                        args.data, "--registry", args.registry]
                 if args.draws:
                     cmd += ["--draws", str(args.draws)]
-                env = {**os.environ, "PYTHONPATH": os.pathsep.join(
-                    filter(None, [str(trees[rev]), os.environ.get("PYTHONPATH")]))}
-                label = {"spec": Path(spec).stem}
-                row = {**run_child(cmd, label, args.timeout, env), "rev": rev or "work"}
+                row = run_at(cmd, {"spec": Path(spec).stem}, trees[rev], rev, args.timeout)
                 print("done:", _format(row), flush=True)
                 rows.append(row)
     print()

@@ -28,7 +28,7 @@ import sys
 import time
 from pathlib import Path
 
-from common import ROOT, add_revisions_option, checkouts, limit_blas, machine_line, run_child
+from common import ROOT, add_revisions_option, checkouts, limit_blas, machine_line, run_at
 
 DEFAULT_SPECS = ("models/hypertension_england_pcn.yaml", "models/synthetic_icb.yaml")
 
@@ -99,10 +99,8 @@ def main() -> None:
                            args.data, "--points", str(args.points)]
                     if areas:
                         cmd += ["--areas", str(areas)]
-                    env = {**os.environ, "PYTHONPATH": os.pathsep.join(
-                        filter(None, [str(trees[rev]), os.environ.get("PYTHONPATH")]))}
-                    label = {"spec": Path(spec).stem}
-                    row = {**run_child(cmd, label, args.timeout, env), "rev": rev or "work"}
+                    row = run_at(cmd, {"spec": Path(spec).stem}, trees[rev], rev,
+                                 args.timeout)
                     print("done:", _format(row), flush=True)
                     rows.append(row)
     print()

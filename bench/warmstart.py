@@ -38,7 +38,7 @@ from common import (
     limit_blas,
     machine_line,
     min_ess,
-    run_child,
+    run_at,
 )
 
 
@@ -156,9 +156,7 @@ def main() -> None:
                     label = {"spec": Path(spec).stem,
                              "start": "pilot" if pilot is not None else
                              "warm" if warm else "cold"}
-                    env = {**os.environ, "PYTHONPATH": os.pathsep.join(
-                        filter(None, [str(trees[rev]), os.environ.get("PYTHONPATH")]))}
-                    row = {**run_child(cmd, label, args.timeout, env), "rev": rev or "work"}
+                    row = run_at(cmd, label, trees[rev], rev, args.timeout)
                     print("done:", _format(row), flush=True)
                     rows.append(row)
     print()
