@@ -13,7 +13,7 @@ const FUNNEL_Z = { "95%": 1.959964, "99.8%": 3.090232 };
 
 const $ = (id) => document.getElementById(id);
 const state = {
-  key: null, who: null, models: [], versions: [], detail: null, model: null, version: null,
+  key: null, who: null, models: [], detail: null, model: null, version: null,
   tab: "map", dirty: new Set(), table: { page: 1, sort: "-undiagnosed_mean", pages: 1 },
   plan: null, disclosure: null,
 };
@@ -47,6 +47,17 @@ async function api(path, { params, method = "GET", body, raw = false } = {}) {
     throw new ApiFailure(response.status, message);
   }
   return raw ? response : response.json();
+}
+
+const latest = {};
+
+/** Starts a request for `name` (a panel, or the version shown). The check it returns turns
+ * false once a newer request for the same name has started: a response that arrives late,
+ * after the user moved on, must not draw over the newer one. */
+function claim(name) {
+  const ticket = (latest[name] || 0) + 1;
+  latest[name] = ticket;
+  return () => latest[name] === ticket;
 }
 
 // -- formatting ---------------------------------------------------------------------------
@@ -175,20 +186,30 @@ async function loadModels() {
 }
 
 async function loadVersions() {
-  state.model = $("model").value;
-  state.versions = await api(`/v1/models/${encodeURIComponent(state.model)}/versions`);
+  const current = claim("version");
+  const model = $("model").value;
+  const versions = await api(`/v1/models/${encodeURIComponent(model)}/versions`);
+  if (!current()) return;
   const select = $("version");
-  const newest = [...state.versions].reverse();
+  const newest = [...versions].reverse();
   select.replaceChildren(...newest.map((v) => el("option", { value: v.version,
     text: `${v.version}${v.active ? " (active)" : ""}${v.gate_passed ? "" : " (failed the gate)"}` })));
-  const active = state.versions.find((v) => v.active) || newest[0];
+  const active = versions.find((v) => v.active) || newest[0];
   if (active) select.value = active.version;
-  await loadVersion();
+  await loadVersion(model);
 }
 
-async function loadVersion() {
-  state.version = $("version").value;
-  state.detail = await api(`/v1/versions/${encodeURIComponent(state.version)}`);
+/** Shows the version chosen in the version list; the model and version in `state` change
+ * together, once its detail has arrived, so that no panel asks for one model's estimates
+ * with another's version. */
+async function loadVersion(model = state.model) {
+  const current = claim("version");
+  const version = $("version").value;
+  const detail = await api(`/v1/versions/${encodeURIComponent(version)}`);
+  if (!current()) return;
+  state.model = model;
+  state.version = version;
+  state.detail = detail;
   const summary = state.detail.dataset.summary || {};
   state.levels = Object.keys(summary.levels || { area: 0 });
   state.attributes = summary.attributes || {};
@@ -319,9 +340,11 @@ async function refresh() {
   state.dirty.delete(tab);
   const run = { map: drawMap, table: loadTable, funnel: drawFunnel, equity: drawEquity,
     plan: async () => {} }[tab];
+  const current = claim(tab);
   try {
-    await run();
+    await run(current);
   } catch (err) {
+    if (!current()) return;
     const target = { map: "map-notes", table: "table-status", funnel: "funnel-notes",
       equity: "equity-index", plan: "plan-status" }[tab];
     setStatus(target, `Could not load: ${err.message}`, true);
@@ -357,14 +380,17 @@ function parentOf(level) {
   return i >= 0 && i < state.levels.length - 1 ? state.levels[i + 1] : null;
 }
 
-async function drawMap() {
+async function drawMap(current) {
   const level = $("map-level").value;
   const measure = $("map-measure").value;
+  const measureName = $("map-measure").selectedOptions[0].textContent.split(" (")[0];
   const geographic = Object.prototype.hasOwnProperty.call(state.boundaries || {}, level);
   const parent = geographic ? null : parentOf(level);
   const by = parent ? [parent, level] : [level];
   const response = await api(modelPath("estimates"), { params: { level: by.join(","),
     prob: prob(), page_size: 5000, version: state.version } });
+  const geo = geographic ? await boundaryFor(level) : null;
+  if (!current()) return;
   showDisclosure(response);
   const rows = response.rows.map((r) => {
     const values = Object.values(r.group);
@@ -375,10 +401,9 @@ async function drawMap() {
   const hi = Math.max(...values);
   const scale = (v) => (v === null || v === undefined ? null : hi > lo ? (v - lo) / (hi - lo) : 0.5);
   const kind = measure === "diagnosis_rate" ? "rate" : "count";
-  const measureName = $("map-measure").selectedOptions[0].textContent.split(" (")[0];
   const label = (name, r) => `${name}: ${measureName} ${summaryText(r[measure], r, kind)}`;
   const svg = geographic
-    ? await geoMap(level, rows, scale, measure, label)
+    ? geoMap(geo, level, rows, scale, measure, label)
     : tileMap(level, parent, rows, scale, measure, label);
   $("map").replaceChildren(svg);
   $("map-kind").textContent = geographic
@@ -403,8 +428,7 @@ function shape(tag, attrs, text, r, measure, scale) {
   return node;
 }
 
-async function geoMap(level, rows, scale, measure, label) {
-  const geo = await boundaryFor(level);
+function geoMap(geo, level, rows, scale, measure, label) {
   const byCode = new Map(rows.map((r) => [r.code, r.row]));
   const [x0, y0, x1, y1] = geo.bbox;
   const k = Math.cos(((y0 + y1) / 2) * Math.PI / 180);
@@ -497,15 +521,12 @@ function tableParams() {
     version: state.version };
 }
 
-let tableRequest = 0;
-
-async function loadTable() {
+async function loadTable(current) {
   setStatus("table-status", "Loading…");
   const pageSize = 100;
-  const request = ++tableRequest;  // only the latest request may draw the table
   const response = await api(modelPath("estimates"), { params: { ...tableParams(),
     page: state.table.page, page_size: pageSize } });
-  if (request !== tableRequest) return;
+  if (!current()) return;
   showDisclosure(response);
   const groups = response.rows.length ? Object.keys(response.rows[0].group) : response.by;
   state.table.groups = groups;
@@ -538,7 +559,8 @@ function sortHeader(column, name, isGroup = false) {
     onclick: () => {
       state.table.sort = active && !descending ? `-${column}` : column;
       state.table.page = 1;
-      loadTable().catch((err) => setStatus("table-status", err.message, true));
+      state.dirty.add("table");
+      refresh();
     } }, name, active ? (descending ? " ▼" : " ▲") : ""));
   return th;
 }
@@ -604,12 +626,13 @@ function frame(width, height, margin, xDomain, yDomain, xFmt, yFmt, xTitle, yTit
 
 // -- funnel -------------------------------------------------------------------------------
 
-async function drawFunnel() {
+async function drawFunnel(current) {
   const level = $("funnel-level").value;
   const [response, total] = await Promise.all([
     api(modelPath("estimates"), { params: { level, prob: prob(), page_size: 5000, version: state.version } }),
     api(modelPath("estimates"), { params: { prob: prob(), version: state.version } }),
   ]);
+  if (!current()) return;
   showDisclosure(response);
   const overall = total.rows[0].diagnosis_rate.mean;
   const points = response.rows.map((r) => ({ name: Object.values(r.group).join(" / "),
@@ -670,7 +693,7 @@ async function drawFunnel() {
 
 // -- equity -------------------------------------------------------------------------------
 
-async function drawEquity() {
+async function drawEquity(current) {
   const by = $("equity-by").value;
   if (!by) {
     $("equity-index").textContent = "This version has no attributes to compare.";
@@ -678,6 +701,7 @@ async function drawEquity() {
   }
   const response = await api(modelPath("equity"), { params: { by,
     reference: $("equity-ref").value, prob: prob(), version: state.version } });
+  if (!current()) return;
   showDisclosure(response);
   const rows = response.rows;
   const width = 720;
@@ -743,14 +767,16 @@ async function makePlan(event) {
     limit: 500,
   };
   if ($("plan-equity").value) body.equity = $("plan-equity").value;
+  const current = claim("plan");
   try {
     const plan = await api(modelPath("targets"), { method: "POST", body });
+    if (!current()) return;
     state.plan = plan;
     showDisclosure(plan);
     renderPlan(plan);
     setStatus("plan-status", `Plan of ${plan.total.units} unit(s).`);
   } catch (err) {
-    setStatus("plan-status", `No plan: ${err.message}`, true);
+    if (current()) setStatus("plan-status", `No plan: ${err.message}`, true);
   }
 }
 
