@@ -1,10 +1,13 @@
-"""Benchmark fits: nutpie vs PyMC's default NUTS vs numpyro, side by side in one run.
+"""Benchmark fits: nutpie vs PyMC's default NUTS vs numpyro, and the spec's model written
+plainly, side by side in one run.
 
     .venv/bin/python bench/fit.py                      # synthetic default + England PCN
     .venv/bin/python bench/fit.py --specs models/synthetic_icb.yaml --areas 100
     .venv/bin/python bench/fit.py --specs models/synthetic_icb.yaml --samplers nutpie \
         --areas 100 300 1000 3000                  # the cost-per-cell curve
     .venv/bin/python bench/fit.py --samplers nutpie pymc --draws 500
+    .venv/bin/python bench/fit.py --specs models/hypertension_england_pcn.yaml \
+        --samplers nutpie pymc plain --draws 300   # and the model written plainly
     .venv/bin/python bench/fit.py --parallel 6 --timeout 600   # a machine with cores to spare
     .venv/bin/python bench/fit.py --specs models/synthetic_icb.yaml --samplers nutpie \
         --blas-threads 0 1                         # BLAS threads per chain, side by side
@@ -20,8 +23,12 @@ table: wall time end to end (build + compile + sampling), compile time where the
 exposes it, min bulk ESS over the gate's hyperparameters (and which one), ESS per
 second of wall time, divergences, peak memory, gradients per draw in warm-up and after it,
 and microseconds per gradient per cell (with several `--areas`, the curve across sizes).
-numpyro needs `pip install -e ".[bench]"` (JAX, run on the CPU unless JAX_PLATFORMS says
-otherwise); it is skipped with a note when missing. BLAS runs single-threaded inside each
+The `plain` sampler is the spec's model as one would first write it (`bench/plain.py`:
+the same priors and likelihood, every parameter sampled as itself, the area effects
+sampled and centred) under PyMC's default NUTS, so the product's parametrisation can be
+weighed against it; specs it cannot write out get a note. numpyro needs
+`pip install -e ".[bench]"` (JAX, run on the CPU unless JAX_PLATFORMS says otherwise);
+it is skipped with a note when missing. BLAS runs single-threaded inside each
 chain, as gapmodel.fit samples; `--blas-threads 0 1` adds rows with the library's default
 (a thread per core in every chain). `--adaptation diag low_rank` runs nutpie with each mass
 matrix in place of the spec's own (the `adapt` column). `--revisions` runs the library
@@ -77,7 +84,15 @@ def run_one(spec_path: str, sampler: str, draws: int, areas: int | None,
     dataset, _ = load_spec_data(spec, data_dir)
     limits = limit_blas(blas)
     start = time.perf_counter()
-    model, _ = build_model(dataset, spec)
+    if sampler == "plain":
+        from plain import Unsupported, plain_model
+
+        try:
+            model = plain_model(dataset, spec)
+        except Unsupported as exc:
+            return {"spec": spec.name, "sampler": sampler, "note": str(exc)}
+    else:
+        model, _ = build_model(dataset, spec)
     compile_s, chain_s = float("nan"), None
     if sampler == "nutpie":
         import nutpie
@@ -92,13 +107,14 @@ def run_one(spec_path: str, sampler: str, draws: int, areas: int | None,
                               target_accept=s.target_accept, progress_bar=False, **kwargs)
         chain_s = (time.perf_counter() - t0) * min(s.chains, 2)  # chains run in threads
     else:
-        if sampler == "pymc":
+        if sampler in ("pymc", "plain"):
             t0 = time.perf_counter()
             model.logp_dlogp_function()
             compile_s = time.perf_counter() - t0
         with model:
             idata = pm.sample(draws=draws, tune=draws, chains=s.chains,
-                              cores=min(s.chains, 2), nuts_sampler=sampler,
+                              cores=min(s.chains, 2),
+                              nuts_sampler="pymc" if sampler == "plain" else sampler,
                               target_accept=s.target_accept, random_seed=s.seed,
                               progressbar=False, compute_convergence_checks=False,
                               discard_tuned_samples=False)
@@ -129,7 +145,7 @@ def _gradient_cost(idata, sampler: str, chain_s: float | None, cells: int) -> fl
     stats, warmup = idata.get("sample_stats"), idata.get("warmup_sample_stats")
     if warmup is None or "n_steps" not in stats:
         return float("nan")
-    if sampler == "pymc":
+    if sampler in ("pymc", "plain"):
         chain_s = float(stats["perf_counter_diff"].sum() + warmup["perf_counter_diff"].sum())
     grads = int(stats["n_steps"].sum() + warmup["n_steps"].sum())
     return 1e6 * chain_s / grads / cells if chain_s else float("nan")
