@@ -6,6 +6,8 @@
     .venv/bin/python bench/warmstart.py --pilot            # and a first fit through a pilot
     .venv/bin/python bench/warmstart.py --no-cold --pilot 300 200 200 100   # pilot lengths
     .venv/bin/python bench/warmstart.py --no-cold --revisions 8a90125 HEAD   # two commits
+    .venv/bin/python bench/warmstart.py --no-cold --pilot --pilot-maxdepth 10 5 \
+        --seeds 1 2 3                                  # the pilot's tree depth, 3 seeds
 
 Samples each spec twice or more, each in a fresh process, one after the other, on the same
 data as its active version in the registry: cold (the spec's sampler and lengths: nutpie,
@@ -19,7 +21,9 @@ included), min bulk ESS and max R-hat over the gate's hyperparameters (and the w
 one), ESS per second, gradients per draw after warm-up, the mean step size, divergences
 and whether the gate's ESS, R-hat and divergence checks pass (the national gap, which
 the gate also checks, needs the derive step: bench/derive.py). `--revisions` runs each
-row with the library as it was at each git revision (the `rev` column).
+row with the library as it was at each git revision (the `rev` column); `--pilot-maxdepth`
+gives the pilot rows nutpie's maximum tree depth (a row per value), `--seeds` repeats
+every row with each seed in place of the spec's.
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ import json
 import os
 import sys
 import time
+from itertools import product
 from pathlib import Path
 
 from common import (
@@ -43,8 +48,8 @@ from common import (
 
 
 def run_one(spec_path: str, data_dir: str, registry: str, warm: tuple[int, int] | None,
-            target_accept: float | None = None, pilot: tuple[int, ...] | None = None
-            ) -> dict:
+            target_accept: float | None = None, pilot: tuple[int, ...] | None = None,
+            maxdepth: int | None = None, seed: int | None = None) -> dict:
     """One row: cold (`warm` None), warm from the active version (`warm` its lengths), or
     a first fit through a pilot (`pilot`: () for the spec's, or its (tune, draws); `warm`
     the warm lengths)."""
@@ -60,6 +65,8 @@ def run_one(spec_path: str, data_dir: str, registry: str, warm: tuple[int, int] 
     limit_blas(1)
     spec = ModelSpec.from_yaml(ROOT / spec_path)
     s = spec.sampler
+    if seed is not None:
+        s = s.model_copy(update={"seed": seed})
     if warm:  # the pair's lengths; the spec's warm target_accept unless one is given
         base = s.warm_start or WarmStartSettings()
         settings = WarmStartSettings(tune=warm[0], draws=warm[1],
@@ -68,6 +75,8 @@ def run_one(spec_path: str, data_dir: str, registry: str, warm: tuple[int, int] 
         if pilot is not None:
             pilot_settings = PilotSettings(tune=pilot[0], draws=pilot[1]) if pilot else \
                 s.pilot or PilotSettings()
+            if maxdepth:
+                pilot_settings = pilot_settings.model_copy(update={"maxdepth": maxdepth})
         s = s.model_copy(update={"warm_start": settings, "pilot": pilot_settings})
         accept = settings.target_accept or s.target_accept
     else:
@@ -96,7 +105,9 @@ def run_one(spec_path: str, data_dir: str, registry: str, warm: tuple[int, int] 
     p = spec.sampler.pilot
     start_label = f"pilot {p.tune}+{p.draws}" if pilot is not None and p else \
         "warm" if warm else "cold"
-    return {"spec": spec.name, "start": start_label,
+    if pilot is not None and p and p.maxdepth:
+        start_label += f" d{p.maxdepth}"
+    return {"spec": spec.name, "start": start_label, "seed": s.seed,
             "sampler": "pymc" if warm else s.name, "tune": tune, "draws": draws,
             "accept": accept,
             "wall_s": wall, "min_ess": least, "worst": worst, "ess_per_s": least / wall,
@@ -123,6 +134,11 @@ def main() -> None:
                                                          str(ROOT.parent / "shared" / "data")))
     parser.add_argument("--registry", default=str(ROOT / "models" / "registry"))
     parser.add_argument("--timeout", type=float, default=None, help="seconds per run")
+    parser.add_argument("--pilot-maxdepth", nargs="+", type=int, default=[0],
+                        help="nutpie's maximum tree depth in the pilot, a row per value "
+                             "(0: the spec's)")
+    parser.add_argument("--seeds", nargs="+", type=int, default=[0],
+                        help="repeat every row with each seed (0: the spec's)")
     add_revisions_option(parser)
     parser.add_argument("--one", nargs="*", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -130,7 +146,8 @@ def main() -> None:
         warm = tuple(args.one) if args.one else None
         pilot = tuple(args.pilot) if args.pilot is not None else None
         print(json.dumps(run_one(args.specs[0], args.data, args.registry, warm,
-                                 args.target_accept, pilot)))
+                                 args.target_accept, pilot, args.pilot_maxdepth[0] or None,
+                                 args.seeds[0] or None)))
         return
     if args.warm and len(args.warm) % 2:
         parser.error("--warm takes (tune, draws) pairs")
@@ -143,22 +160,22 @@ def main() -> None:
     with checkouts(args.revisions) as trees:
         for spec in args.specs:
             warm_rows = _warm_rows(spec, args.warm, args.no_cold)
-            runs = [(w, None) for w in warm_rows] + [(w, p) for p in pilots
-                                                     for w in warm_rows if w]
-            for warm, pilot in runs:
-                for rev in args.revisions:
-                    cmd = [sys.executable, __file__, "--specs", spec, "--data", args.data,
-                           "--registry", args.registry, "--one", *map(str, warm or ())]
-                    if args.target_accept:
-                        cmd += ["--target-accept", str(args.target_accept)]
-                    if pilot is not None:
-                        cmd += ["--pilot", *map(str, pilot)]
-                    label = {"spec": Path(spec).stem,
-                             "start": "pilot" if pilot is not None else
-                             "warm" if warm else "cold"}
-                    row = run_at(cmd, label, trees[rev], rev, args.timeout)
-                    print("done:", _format(row), flush=True)
-                    rows.append(row)
+            runs = [(w, None, 0) for w in warm_rows] + [
+                (w, p, d) for p in pilots for d in args.pilot_maxdepth for w in warm_rows if w]
+            # seeds outermost: each seed's rows run next to each other on the machine
+            for seed, (warm, pilot, depth), rev in product(args.seeds, runs, args.revisions):
+                cmd = [sys.executable, __file__, "--specs", spec, "--data", args.data,
+                       "--registry", args.registry, "--pilot-maxdepth", str(depth),
+                       "--seeds", str(seed), "--one", *map(str, warm or ())]
+                if args.target_accept:
+                    cmd += ["--target-accept", str(args.target_accept)]
+                if pilot is not None:
+                    cmd += ["--pilot", *map(str, pilot)]
+                label = {"spec": Path(spec).stem,
+                         "start": "pilot" if pilot is not None else "warm" if warm else "cold"}
+                row = run_at(cmd, label, trees[rev], rev, args.timeout)
+                print("done:", _format(row), flush=True)
+                rows.append(row)
     print()
     print(report(rows))
 
@@ -177,7 +194,8 @@ def _warm_rows(spec_path: str, pairs: list[int] | None, no_cold: bool
 
 
 def report(rows: list[dict]) -> str:
-    lines = [f"{'spec':26} {'rev':>8} {'start':15} {'sampler':7} {'tune':>5} {'draws':>5} "
+    lines = [f"{'spec':26} {'rev':>8} {'start':18} {'seed':>4} {'sampler':7} {'tune':>5} "
+             f"{'draws':>5} "
              f"{'accept':>6} {'wall s':>7} "
              f"{'min ESS':>7} {'ESS/s':>6} {'R-hat':>6} {'grads/draw':>10} {'step':>6} "
              f"{'div':>4} {'gate':>4}  worst"]
@@ -185,10 +203,11 @@ def report(rows: list[dict]) -> str:
 
 
 def _format(row: dict) -> str:
-    head = f"{row['spec']:26} {row.get('rev', 'work'):>8} {row['start']:15}"
+    head = f"{row['spec']:26} {row.get('rev', 'work'):>8} {row['start']:18}"
     if "note" in row:
         return f"{head} {row['note']}"
-    return (f"{head} {row['sampler']:7} {row['tune']:5d} {row['draws']:5d} "
+    return (f"{head} {row.get('seed', ''):>4} {row['sampler']:7} {row['tune']:5d} "
+            f"{row['draws']:5d} "
             f"{row['accept']:6.2f} {row['wall_s']:7.1f} {row['min_ess']:7.0f} "
             f"{row['ess_per_s']:6.2f} "
             f"{row['max_rhat']:6.3f} {row['grads_draw']:10.1f} {row['step']:6.3f} "

@@ -83,10 +83,12 @@ def sample(model: pm.Model, spec: ModelSpec, progress: bool = True,
                            target_accept=settings.target_accept or s.target_accept)
             return pm.sample(draws=settings.draws, tune=settings.tune, step=step,
                              initvals=warm.initvals(s.chains), **common)
+        nuts = {"adaptation": s.adaptation} if s.adaptation != "diag" else {}
+        if s.maxdepth is not None:
+            nuts["maxdepth"] = s.maxdepth
         return pm.sample(draws=s.draws, tune=s.tune, nuts_sampler=s.name,
                          target_accept=s.target_accept, **common,
-                         **({"nuts": {"adaptation": s.adaptation}}
-                            if s.name == "nutpie" and s.adaptation != "diag" else {}))
+                         **({"nuts": nuts} if s.name == "nutpie" and nuts else {}))
 
 
 def approximate(model: pm.Model, spec: ModelSpec, progress: bool = True) -> xr.DataTree:
@@ -273,7 +275,8 @@ def _warm_start_or_pilot(model: pm.Model, spec: ModelSpec,
             log.warning(note["reason"])
     if s.pilot is None:
         return None, {"kind": "cold", **note}
-    lengths = {"tune": s.pilot.tune, "draws": s.pilot.draws}
+    lengths = {"tune": s.pilot.tune, "draws": s.pilot.draws,
+               "maxdepth": s.pilot.maxdepth or s.maxdepth}
     pilot = sample(model, spec.model_copy(update={"sampler": s.model_copy(update=lengths)}),
                    progress)
     return warm_start(model, pilot.posterior.to_dataset(), "pilot"), {"kind": "pilot", **note}

@@ -107,6 +107,9 @@ class PilotSettings(_Spec):
 
     tune: int = Field(300, ge=0)
     draws: int = Field(200, ge=100)
+    maxdepth: int | None = Field(
+        None, ge=3, le=10, description="nutpie's maximum tree depth in the pilot (none: "
+        "the sampler's): caps the deep trees of its early warm-up")
 
 
 class Sampler(_Spec):
@@ -118,6 +121,8 @@ class Sampler(_Spec):
     seed: int = 1
     adaptation: Literal["diag", "low_rank"] = Field(
         "diag", description="nutpie mass-matrix adaptation")
+    maxdepth: int | None = Field(
+        None, ge=3, le=10, description="nutpie's maximum tree depth (none: its default, 10)")
     warm_start: WarmStartSettings | None = Field(
         None, description="refits start from the active version (PyMC's NUTS under its "
         "posterior's mass matrix) with these settings; none: always a cold start")

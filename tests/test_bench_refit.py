@@ -32,7 +32,7 @@ def test_warm_rows_follow_the_spec_or_the_pairs_given(warmstart):
 
 
 def test_warmstart_table(warmstart):
-    row = {"spec": "hypertension_england_pcn", "rev": "HEAD", "start": "warm",
+    row = {"spec": "hypertension_england_pcn", "rev": "HEAD", "start": "warm", "seed": 1,
            "sampler": "pymc",
            "tune": 300, "draws": 800, "accept": 0.9, "wall_s": 258.0, "min_ess": 489.0,
            "worst": "sigma_u", "ess_per_s": 1.89, "max_rhat": 1.006, "grads_draw": 31.0,
@@ -40,9 +40,9 @@ def test_warmstart_table(warmstart):
     text = warmstart.report([row, {"spec": "hypertension_england_pcn", "start": "cold",
                                    "note": "stopped: not finished in 900 s"}])
     lines = text.splitlines()
-    assert lines[0].split()[:7] == ["spec", "rev", "start", "sampler", "tune", "draws",
-                                    "accept"]
-    assert lines[1].split() == ["hypertension_england_pcn", "HEAD", "warm", "pymc", "300",
+    assert lines[0].split()[:8] == ["spec", "rev", "start", "seed", "sampler", "tune",
+                                    "draws", "accept"]
+    assert lines[1].split() == ["hypertension_england_pcn", "HEAD", "warm", "1", "pymc", "300",
                                 "800", "0.90", "258.0", "489", "1.89", "1.006", "31.0",
                                 "0.221", "0", "yes", "sigma_u"]
     assert lines[2].endswith("stopped: not finished in 900 s")

@@ -229,6 +229,35 @@ def test_first_fit_warm_starts_from_a_pilot_run(tiny):
     assert mismatched.start["kind"] == "pilot" and "gamma0" in mismatched.start["reason"]
 
 
+def test_the_pilot_runs_nutpie_with_its_own_tree_depth(tmp_path, monkeypatch):
+    """The pilot's maxdepth (else the sampler's) reaches nutpie with the spec's adaptation;
+    the sampler's own run keeps the sampler's."""
+    from gapmodel import fit as fit_module
+    from gapmodel.model import build_model
+
+    calls: list[dict] = []
+
+    def record(**kwargs):
+        calls.append(kwargs)
+        raise RuntimeError("recorded")
+
+    monkeypatch.setattr(fit_module.pm, "sample", record)
+    dataset = load_dataset(write_tiny(tmp_path / "tiny"))
+    sampler = {**TINY_SPEC["sampler"], "name": "nutpie", "adaptation": "low_rank",
+               "maxdepth": 8, "warm_start": {}}
+    for pilot, depth in (({"maxdepth": 5}, 5), ({}, 8)):
+        spec = ModelSpec.model_validate({**TINY_SPEC, "sampler": {**sampler, "pilot": pilot}})
+        model, _ = build_model(dataset, spec)
+        with pytest.raises(RuntimeError, match="recorded"):
+            fit_module._warm_start_or_pilot(model, spec, None, progress=False)
+        assert calls[-1]["nuts"] == {"adaptation": "low_rank", "maxdepth": depth}
+        assert (calls[-1]["tune"], calls[-1]["draws"]) == (300, 200)
+    with pytest.raises(RuntimeError, match="recorded"):
+        fit_module.sample(model, spec.model_copy(update={"sampler": spec.sampler.model_copy(
+            update={"maxdepth": None, "adaptation": "diag"})}), progress=False)
+    assert "nuts" not in calls[-1]
+
+
 def test_a_pilot_needs_a_warm_start():
     with pytest.raises(ValueError, match=r"pilot needs sampler\.warm_start"):
         ModelSpec.model_validate({**TINY_SPEC, "sampler": {
