@@ -60,19 +60,22 @@ def test_derive_table(derive):
 
 
 def test_gradient_table_and_the_curves_spread(gradient):
-    def row(rev, areas, cells, us):
+    def row(rev, areas, cells, us, scale=1.0):
         return {"spec": "synthetic_icb", "rev": rev, "areas": areas, "cells": cells,
+                "scale": scale,
                 "build_s": 1.0, "compile_s": 10.0, "ms": us * cells / 1e3, "us_per_cell": us,
                 "peak_mb": 500.0, "logp": -1234.5}
 
     rows = [row("work", 100, 10_000, 0.08), row("work", 1000, 100_000, 0.10),
             row("work", 3000, 300_000, 0.09), row("HEAD", 1000, 100_000, 0.2),
-            row("HEAD", 1000, 100_000, 0.2)]
+            row("HEAD", 1000, 100_000, 0.2), row("work", 1000, 100_000, 0.5, scale=1.05)]
     lines = gradient.report(rows).splitlines()
-    assert lines[0].split()[:4] == ["spec", "rev", "areas", "cells"]
-    assert lines[2].split() == ["synthetic_icb", "work", "1000", "100000", "1.0", "10.0",
-                                "10.00", "0.100", "500", "-1234.500000"]
-    # the spread is stated over distinct sizes only: 0.10 is 11% above the mean 0.09
+    assert lines[0].split()[:5] == ["spec", "rev", "data", "areas", "cells"]
+    assert lines[2].split() == ["synthetic_icb", "work", "x1", "1000", "100000", "1.0",
+                                "10.0", "10.00", "0.100", "500", "-1234.500000"]
+    assert lines[6].split()[2] == "x1.05"
+    # the spread is stated over distinct sizes of the data as is: 0.10 is 11% above the
+    # mean 0.09
     spread = [line for line in lines if "cost per cell" in line]
     assert spread == ["synthetic_icb at work: cost per cell within +-11% of its mean "
                       "(0.090 us) over 3 sizes"]
