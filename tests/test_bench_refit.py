@@ -23,7 +23,7 @@ def gradient():
 
 def test_warm_rows_follow_the_spec_or_the_pairs_given(warmstart):
     spec = "models/hypertension_england_pcn.yaml"
-    assert warmstart._warm_rows(spec, None, no_cold=False) == [None, (300, 1000)]
+    assert warmstart._warm_rows(spec, None, no_cold=False) == [None, (300, 1500)]
     assert warmstart._warm_rows(spec, [100, 200, 300, 400], no_cold=True) == [(100, 200),
                                                                            (300, 400)]
     # a spec without warm-start lengths still gets a warm row
