@@ -1,5 +1,4 @@
-"""Moving values between areas, strata, cells and observations in the model's graph, and
-the data's values as its inputs (`data_input`).
+"""Moving values between areas, strata, cells and observations in the model's graph.
 
 Every register term of a model gathers area values to cells and sums cells to areas or
 observations, and the Laplace collapse differentiates each of them twice more. Done by
@@ -18,7 +17,6 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 import numpy as np
-import pytensor
 import pytensor.tensor as pt
 
 if TYPE_CHECKING:
@@ -45,24 +43,6 @@ def obs_are_areas(pair_obs: np.ndarray, pair_cell: np.ndarray, cell_area: np.nda
     return (n_obs == n_areas and len(pair_cell) == len(cell_area)
             and bool((pair_cell == np.arange(len(cell_area))).all())
             and bool((pair_obs == cell_area).all()) and not kind.any())
-
-
-def data_input(values) -> pt.TensorVariable:
-    """Values that come from the data (populations, counts, covariates and what is
-    computed from them) for the model's graph: a shared variable, which the compiled
-    function takes at run time, never a constant compiled into it.
-
-    Numba caches a compiled function on disk under a key made of the graph's operations
-    and its constants' values. With the data's values out of the constants, the key
-    depends only on the data's layout (its areas, strata and observations), so a refit on
-    new counts for the same areas loads the function another process compiled (0.5 s
-    against 35 s on England by PCN). A constant over 1 MB would also make the function
-    uncacheable altogether. Index arrays (which cells belong to which area) stay
-    constants: they are the layout."""
-    values = np.asarray(values)
-    if values.dtype.kind != "b":
-        values = values.astype(float)
-    return pytensor.shared(values, shape=values.shape)
 
 
 def _shape(data: ModelData) -> tuple[int, int]:

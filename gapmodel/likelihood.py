@@ -11,8 +11,6 @@ import numpy as np
 import pytensor.tensor as pt
 from pytensor.tensor.special import betaln
 
-from gapmodel.layout import data_input
-
 #: Intervals wider than this are refused: summing the mass would be too costly.
 MAX_WIDTH = 4000
 
@@ -61,7 +59,7 @@ def _bucket_logp(lo, hi, n, p, concentration, width: int):
     """interval_logp for observations whose intervals span at most `width` values."""
     k = lo[:, None] + np.arange(width)[None, :]
     inside = k <= hi[:, None]
-    k = data_input(np.where(inside, k, lo[:, None]))
+    k = np.where(inside, k, lo[:, None]).astype("float64")
     n_, p_ = n[:, None], p[:, None]
     if concentration is None:
         terms = binomial_logpmf(k, n_, p_)
@@ -69,5 +67,5 @@ def _bucket_logp(lo, hi, n, p, concentration, width: int):
         terms = beta_binomial_logpmf(k, n_, p_, concentration)
     if width == 1:
         return terms[:, 0]
-    terms = pt.switch(data_input(inside), terms, -np.inf)
+    terms = pt.switch(inside, terms, -np.inf)
     return pt.logsumexp(terms, axis=1)

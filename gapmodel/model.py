@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 import pymc as pm
+import pytensor
 import pytensor.tensor as pt
 from pymc.distributions.transforms import ZeroSumTransform
 from scipy.special import expit, logit
@@ -30,7 +31,6 @@ from gapmodel.graph import Graph
 from gapmodel.layout import (
     area_sums,
     by_stratum,
-    data_input,
     grid_strata,
     index_sums,
     obs_are_areas,
@@ -85,19 +85,10 @@ class ModelData:
     grid_strata: int = 0
     #: is observation a the plain total of area a's cells, for every area in order?
     obs_are_areas: bool = False
-    _inputs: dict[str, pt.TensorVariable] = field(default_factory=dict, init=False,
-                                                   repr=False, compare=False)
 
     @property
     def uses_completeness(self) -> bool:
         return bool((self.pair_kind > 0).any())
-
-    def input(self, name: str) -> pt.TensorVariable:
-        """The data array `name` (population, x_pi, ...) as the graph's input
-        (`data_input`), one per array, however many terms use it."""
-        if name not in self._inputs:
-            self._inputs[name] = data_input(getattr(self, name))
-        return self._inputs[name]
 
 
 def _standardise(frame: pd.DataFrame, names: list[str], populated: np.ndarray
@@ -208,6 +199,14 @@ def prepare(dataset: Dataset, spec: ModelSpec) -> ModelData:
         level_index=level_index, level_sizes=level_sizes)
 
 
+def runtime_constant(values: np.ndarray) -> pt.TensorVariable | np.ndarray:
+    """A fixed array for the model's graph. Numba embeds constants up to 1 MB in the compiled
+    function; a larger one makes the whole function uncacheable, so every process compiles
+    it afresh (30 s and more on England by PCN). Larger arrays go in as shared variables,
+    which the function takes at run time."""
+    return pytensor.shared(values) if values.nbytes > 1_000_000 else values
+
+
 def _normal(name: str, prior: NormalPrior, **kwargs) -> pt.TensorVariable:
     if prior.sigma == 0:
         return pt.as_tensor(prior.mu)
@@ -274,8 +273,7 @@ def _prevalence_shifts(spec: ModelSpec, data: ModelData, gamma0,
     n_ref, n_rr = len(data.ref_strata), len(data.offset_groups)
     level = gamma0 - spec.detection.intercept.mu
     if not data.resolves_strata:
-        return level * data_input(1.0 / _ridge_slopes(data, data.cell_ref, n_ref)), \
-            pt.zeros(n_rr)
+        return level / _ridge_slopes(data, data.cell_ref, n_ref), pt.zeros(n_rr)
     # each cell takes the slope of its stratum and relative-risk group together
     group, _ = pd.factorize(data.cell_ref * (n_rr + 1) + data.cell_offset_group + 1)
     slope = _ridge_slopes(data, group, group.max() + 1)[group]
@@ -285,12 +283,12 @@ def _prevalence_shifts(spec: ModelSpec, data: ModelData, gamma0,
     design[has, n_ref + data.cell_offset_group[has]] = 1.0
     weight = np.sqrt(_evidence_cases(data))
     fit = np.linalg.pinv(design * weight[:, None]) * (weight / slope)[None, :]
-    shift = level * data_input(fit.sum(axis=1))
+    shift = level * fit.sum(axis=1)
     for attr, gamma in effects.items():
         levels = data.cell_group[attr]
         by_level = np.stack([fit[:, levels == k].sum(axis=1)
                              for k in range(len(data.group_levels[attr]))], axis=1)
-        shift = shift + pt.dot(data_input(by_level), gamma)
+        shift = shift + pt.dot(by_level, gamma)
     return shift[:n_ref], shift[n_ref:]
 
 
@@ -314,7 +312,7 @@ def _sheared_alpha(spec: ModelSpec, data: ModelData, shift) -> pt.TensorVariable
     coordinate: a shear with unit Jacobian, the prior and the evidence staying exactly on
     alpha itself.
     """
-    centre = data_input(reference_prior_centre(data))
+    centre = reference_prior_centre(data)
     free = pm.Flat("alpha_sheared", dims="ref_stratum")
     alpha = pm.Deterministic("alpha", centre + free - shift, dims="ref_stratum")
     pm.Potential("alpha_prior", pm.logp(pm.Normal.dist(centre, spec.prevalence.intercept_sigma),
@@ -514,7 +512,7 @@ def _treated_share(spec: ModelSpec, data: ModelData, gamma0) -> pt.TensorVariabl
     prior = spec.detection.treated
     _, detection = _group_rates(data, np.zeros(data.n_cells, dtype=int), 1)
     treated = 1.0 / (1.0 + np.exp(-prior.mu))
-    slope = data_input((1.0 - detection[0]) / (1.0 - treated))
+    slope = (1.0 - detection[0]) / (1.0 - treated)
     free = pm.Flat("logit_treated_sheared")
     tau = pm.Deterministic("logit_treated", prior.mu + free
                            - (gamma0 - spec.detection.intercept.mu) * slope)
@@ -592,10 +590,10 @@ def _deviation_shift(spec: ModelSpec, data: ModelData, area_logit, gamma0, covar
     where registers pin every area's rate and the area effects are sampled; else None."""
     if area_logit is None or not rates_pinned_by_area(data, spec.prevalence.sigma_eps):
         return None
-    centre = data_input(data.x_pi @ np.array([p.mu for p in spec.prevalence.covariates.values()])
-                        if data.x_pi.shape[1] else np.zeros(len(data.areas)))
-    per_slope = data_input(1.0 / _ridge_slopes(data, data.cell_area, len(data.areas)))
-    return (area_logit - gamma0) * per_slope + covariates_pi - centre
+    centre = data.x_pi @ np.array([p.mu for p in spec.prevalence.covariates.values()]) \
+        if data.x_pi.shape[1] else 0.0
+    slope = _ridge_slopes(data, data.cell_area, len(data.areas))
+    return (area_logit - gamma0) / slope + covariates_pi - centre
 
 
 def _prevalence_deviation(spec: ModelSpec, data: ModelData, shift=None) -> pt.TensorVariable:
@@ -647,14 +645,14 @@ def build_model(dataset: Dataset, spec: ModelSpec) -> tuple[pm.Model, ModelData]
         anchored = spec.detection.area.anchor
         covariate_term = pt.zeros(len(data.areas))
         if data.x_theta.shape[1] and not anchored:
-            covariate_term = data.input("x_theta") @ _coefficients(
+            covariate_term = data.x_theta @ _coefficients(
                 "beta_theta", list(spec.detection.covariates.values()), "cov_theta")
         area_logit = None if spec.detection.area.collapse else \
             _area_effect(spec, data, dataset, gamma0, covariate_term)
         # true prevalence
         alpha_shift, rr_shift = _prevalence_shifts(spec, data, gamma0, effects)
         alpha = _sheared_alpha(spec, data, alpha_shift)
-        logit_pi = by_stratum(data, alpha, data.cell_ref) + data.input("cell_offset_fixed")
+        logit_pi = by_stratum(data, alpha, data.cell_ref) + data.cell_offset_fixed
         if len(data.offset_groups):
             log_rr = _sheared_offsets(data, rr_shift)
             has = data.cell_offset_group >= 0
@@ -662,7 +660,7 @@ def build_model(dataset: Dataset, spec: ModelSpec) -> tuple[pm.Model, ModelData]
                 has, by_stratum(data, log_rr, np.maximum(data.cell_offset_group, 0)), 0.0)
         covariates_pi = pt.zeros(len(data.areas))
         if data.x_pi.shape[1]:
-            covariates_pi = data.input("x_pi") @ _coefficients(
+            covariates_pi = data.x_pi @ _coefficients(
                 "beta_pi", list(spec.prevalence.covariates.values()), "cov_pi")
             logit_pi = logit_pi + to_cells(data, covariates_pi)
         if spec.prevalence.sigma_eps > 0:
@@ -677,7 +675,7 @@ def build_model(dataset: Dataset, spec: ModelSpec) -> tuple[pm.Model, ModelData]
 
         def register_loglik(area_logit, midpoints: bool = False):
             theta = pm.math.sigmoid(to_cells(data, area_logit) + group_term)
-            mu = obs_totals(data, data.input("population") * pi * theta, weight)
+            mu = obs_totals(data, data.population * pi * theta, weight)
             return _register_loglik(data, mu, concentration, midpoints=midpoints)
 
         def register_search(area_logit):
@@ -696,12 +694,12 @@ def build_model(dataset: Dataset, spec: ModelSpec) -> tuple[pm.Model, ModelData]
         pm.Deterministic("theta", theta)
         # Evidence describes the population of each reference stratum: prevalence is the
         # population-weighted mean of pi, detection the case-weighted mean of theta.
-        cases = data.input("population") * pi
+        cases = data.population * pi
         n_ref = len(data.ref_strata)
         pop_ref = np.bincount(data.cell_ref, weights=data.population, minlength=n_ref)
         cases_ref = index_sums(data, cases, data.cell_ref, n_ref)
         found_ref = index_sums(data, cases * theta, data.cell_ref, n_ref)
-        _reference_evidence(data, _logit(cases_ref / data_input(np.maximum(pop_ref, 1.0))),
+        _reference_evidence(data, _logit(cases_ref / np.maximum(pop_ref, 1.0)),
                             _logit(found_ref / pt.maximum(cases_ref, 1e-9)), spec, gamma0)
     return model, data
 
@@ -759,7 +757,7 @@ def _anchored_prior(spec: ModelSpec, data: ModelData, intercept, root
     # areas with few registered cases say little of their own effect (their root may lie
     # far out): they take no part in the anchors
     reliable = (_area_totals(data)[1] >= MIN_ANCHOR_COUNT).astype(float)
-    projection = data_input(np.linalg.pinv(
+    projection = runtime_constant(np.linalg.pinv(
         np.column_stack([units, data.x_theta]) * reliable[:, None]) * reliable[None, :])
     root = pt.clip(root, -10.0, 10.0)
     estimate = pt.dot(projection, root)
@@ -773,14 +771,13 @@ def _anchored_prior(spec: ModelSpec, data: ModelData, intercept, root
         sd = np.array([p.sigma for p in priors])[free]
         pm.Potential("beta_theta_prior", pm.logp(pm.Normal.dist(mu, sd), beta[free]).sum())
         pm.Deterministic("beta_theta", beta, dims="cov_theta")
-    covariate_term = pt.dot(data.input("x_theta"), beta) if n_cov else 0.0
+    covariate_term = pt.dot(data.x_theta, beta) if n_cov else 0.0
 
     def scale(name: str, residuals, weights=None) -> pt.TensorVariable:
         if weights is None:
             rms = pt.sqrt(pt.mean(residuals**2) + 1e-6)
         else:
-            share = data_input(weights / max(weights.sum(), 1.0))
-            rms = pt.sqrt(pt.sum(share * residuals**2) + 1e-6)
+            rms = pt.sqrt(pt.sum(weights * residuals**2) / max(weights.sum(), 1.0) + 1e-6)
         log_ratio = pm.Flat(f"anchor_{name}")
         sigma = pm.Deterministic(name, rms * pt.exp(log_ratio))
         pm.Potential(f"{name}_prior", pm.logp(pm.HalfNormal.dist(area.sigma), sigma)
@@ -819,12 +816,11 @@ def _recorded_rate_root(data: ModelData, pi, group_term, steps: int = 4
     (midpoints of censored counts): Newton steps on the logit scale, where the equation is
     nearly linear. A starting point for the Laplace modes."""
     population, total = _area_totals(data)
-    target = data_input(np.clip(total / np.maximum(population, 1.0), 1e-6, 1 - 1e-6))
-    cases = data.input("population") * pi
-    per_person = data_input(1.0 / np.maximum(population, 1.0))
+    target = np.clip(total / np.maximum(population, 1.0), 1e-6, 1 - 1e-6)
+    cases = data.population * pi
 
     def by_area(values):
-        return area_sums(data, values) * per_person
+        return area_sums(data, values) / np.maximum(population, 1.0)
 
     share = pt.clip(by_area(cases), 1e-9, 1.0)
     centre = by_area(cases * group_term) / share
@@ -889,11 +885,10 @@ def _register_loglik(data: ModelData, mu, concentration, midpoints: bool = False
     stand-in with nearly the same maximum, for the Laplace modes' search)."""
     n_obs = data.obs_population
     live = n_obs > 0
-    n = data_input(n_obs[live])
-    p = pt.clip((mu if live.all() else mu[live]) / n, 1e-12, 1 - 1e-9)
-    lo, hi = data.obs_lo[live], data.obs_hi[live]
+    p = pt.clip((mu if live.all() else mu[live]) / n_obs[live], 1e-12, 1 - 1e-9)
+    lo, hi, n = data.obs_lo[live], data.obs_hi[live], n_obs[live]
     if midpoints or (lo == hi).all():
-        k = data_input((lo + hi) / 2.0)
+        k = (lo + hi) / 2.0
         if concentration is None:
             return pt.sum(binomial_logpmf(k, n, p))
         return pt.sum(beta_binomial_logpmf(k, n, p, concentration))

@@ -24,7 +24,7 @@ def _grid_data(**changes) -> ModelData:
     """Index data of a complete 7-area x 5-stratum grid, observations one per area."""
     cell_area = np.repeat(np.arange(N_AREAS), N_STRATA)
     n_cells = len(cell_area)
-    fields = {f.name: None for f in dataclasses.fields(ModelData) if f.init}
+    fields = {f.name: None for f in dataclasses.fields(ModelData)}
     fields.update(
         n_cells=n_cells, cell_area=cell_area, areas=[f"A{i}" for i in range(N_AREAS)],
         cell_ref=np.tile([0, 1, 1, 2, 0], N_AREAS), pair_obs=cell_area.copy(),
@@ -131,7 +131,7 @@ def test_england_model_is_the_same_with_and_without_the_grid(monkeypatch):
         rng = np.random.default_rng(0)
         results.append([function(x0 + rng.normal(0, 0.1, x0.shape)) for _ in range(2)])
         # numba caches the compiled function across processes only if no constant in it
-        # exceeds 1 MB (gapmodel.layout.data_input)
+        # exceeds 1 MB (gapmodel.model.runtime_constant)
         graph = function._pytensor_function.maker.fgraph
         large = [v for v in graph.variables if isinstance(v, TensorConstant)
                  and v.data.nbytes > 1_000_000]
@@ -142,48 +142,11 @@ def test_england_model_is_the_same_with_and_without_the_grid(monkeypatch):
         np.testing.assert_allclose(grad, plain_grad, rtol=1e-7, atol=1e-9)
 
 
-def test_data_values_go_in_at_run_time():
-    counts = layout.data_input(np.array([3, 4]))
-    mask = layout.data_input(np.array([True, False]))
-    assert isinstance(counts, pytensor.compile.SharedVariable) and counts.dtype == "float64"
-    assert counts.type.shape == (2,) and mask.dtype == "bool"
-    np.testing.assert_array_equal(counts.get_value(), [3.0, 4.0])
+def test_large_constants_go_in_at_run_time():
+    from gapmodel.model import runtime_constant
 
-
-@pytest.mark.slow
-def test_new_counts_for_the_same_areas_reuse_the_compiled_function():
-    """The synthetic scenario (BYM2, completeness, censored counts) and the same with every
-    population and exact count changed: one numba cache key, so the second fit loads the
-    first's compiled function from disk; and the function takes the new values at run
-    time (its log density is the one PyTensor's Python backend gives)."""
-    from pytensor.compile.mode import Mode
-    from pytensor.link.numba.dispatch.basic import numba_funcify_and_cache_key
-
-    from gapmodel.sources import load_spec_data
-
-    spec = ModelSpec.from_yaml(ROOT / "models" / "synthetic_icb.yaml")
-    spec = spec.model_copy(update={"data": spec.data.model_copy(update={"areas": 12})})
-    dataset, _ = load_spec_data(spec)
-    cells, obs = dataset.cells.copy(), dataset.observations.copy()
-    cells["population"] = np.round(cells["population"] * 1.05)
-    obs["population"] = np.round(obs["population"] * 1.05)
-    exact = (obs["lo"] == obs["hi"]).to_numpy()
-    obs.loc[exact, "lo"] += 1
-    obs.loc[exact, "hi"] += 1
-    changed = dataclasses.replace(dataset, cells=cells, observations=obs)
-    keys, values = [], []
-    for data in (dataset, changed):
-        model, _ = build_model(data, spec)
-        point = model.initial_point()
-        function = model.logp_dlogp_function(ravel_inputs=True, mode="NUMBA")
-        function.set_extra_values({})
-        x = np.concatenate([np.ravel(point[v.name]) for v in function._grad_vars])
-        _, key = numba_funcify_and_cache_key(function._pytensor_function.maker.fgraph)
-        keys.append(key)
-        python = model.compile_logp(mode=Mode(linker="py", optimizer=None))(point)
-        values.append((function(x)[0], python))
-    assert keys[0] is not None and keys[0] == keys[1]
-    (first, first_python), (second, second_python) = values
-    assert first == pytest.approx(first_python, rel=1e-9)
-    assert second == pytest.approx(second_python, rel=1e-9)
-    assert abs(first - second) > 1.0
+    small, large = np.ones(1000), np.ones(200_000)
+    assert runtime_constant(small) is small
+    shared = runtime_constant(large)
+    assert not isinstance(shared, np.ndarray)
+    np.testing.assert_array_equal(shared.get_value(), large)
