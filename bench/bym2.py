@@ -21,8 +21,9 @@ Models (rows):
                product's specs, which costs far more per gradient at these sizes).
   centred      the product's centred BYM2 (bym2_effect(centered=True), as the synthetic and
                sub-ICB specs use it): u sampled itself, in each component's dense Laplacian
-               eigenbasis; nutpie. Above gapmodel.model.EIGEN_LIMIT areas it is the
-               product row again (the fallback).
+               eigenbasis up to gapmodel.model.EIGEN_LIMIT areas and in sparse form above
+               (gapmodel.shifted_laplacian); nutpie.
+  sparse       the centred BYM2 in sparse form at every size (eigen_limit=0); nutpie.
   pymc         the non-centred product model, PyMC's default NUTS.
   handwritten  what a user writes with PyMC's built-ins: pm.ICAR (dense N x N adjacency)
                per component and iid normals, both centred (sd sigma sqrt(rho / s) and
@@ -76,15 +77,15 @@ from gapmodel.graph import Graph
 
 HERE = Path(__file__).resolve().parent
 SCOTLAND_SPEC = ROOT / "models" / "benchmarks" / "scotland_lip_bym2.yaml"
-MODELS = ("product", "centred", "pymc", "handwritten", "stan")
-SAMPLER = {"product": "nutpie", "centred": "nutpie", "pymc": "pymc", "handwritten": "pymc",
-           "stan": "rstan"}
+MODELS = ("product", "centred", "sparse", "pymc", "handwritten", "stan")
+SAMPLER = {"product": "nutpie", "centred": "nutpie", "sparse": "nutpie", "pymc": "pymc",
+           "handwritten": "pymc", "stan": "rstan"}
 HYPER = ("beta0", "beta1", "sigma", "rho")
 #: Variable names of the hyperparameters in each PyMC model.
 NAMES = {"product": {"beta0": "beta0", "beta1": "beta1", "sigma": "sigma_u",
                      "rho": "rho_bym2"},
          "handwritten": {name: name for name in HYPER}}
-NAMES["pymc"] = NAMES["centred"] = NAMES["product"]
+NAMES["pymc"] = NAMES["centred"] = NAMES["sparse"] = NAMES["product"]
 TRUTH = {"beta0": -0.1, "beta1": 0.25, "sigma": 0.4, "rho": 0.7}
 COVERED = ("beta1", "sigma", "rho")
 CHAINS = 2
@@ -197,18 +198,19 @@ def priors():
 def product_model(data: BenchData, which: str = "product"):
     """y ~ Poisson(E exp(beta0 + beta1 x + u)), u = the product's BYM2: non-centred
     ("product", "pymc") or centred ("centred": in the eigenbasis up to EIGEN_LIMIT areas
-    per component, non-centred above)."""
+    per component, in sparse form above; "sparse": in sparse form at every size)."""
     import pymc as pm
 
-    from gapmodel.model import bym2_effect
+    from gapmodel.model import EIGEN_LIMIT, bym2_effect
 
     p = priors()
     with pm.Model(coords={"area": np.arange(data.graph.n)}) as model:
         beta0 = pm.Normal("beta0", p.beta0.mu, p.beta0.sigma)
         beta1 = pm.Normal("beta1", p.beta1.mu, p.beta1.sigma)
         sigma = pm.HalfNormal("sigma_u", p.sigma.sigma)
-        u = bym2_effect(sigma, data.graph, centered=which == "centred",
-                        rho_prior=(p.rho.alpha, p.rho.beta))
+        u = bym2_effect(sigma, data.graph, centered=which in ("centred", "sparse"),
+                        rho_prior=(p.rho.alpha, p.rho.beta),
+                        eigen_limit=0 if which == "sparse" else EIGEN_LIMIT)
         eta = np.log(data.expected) + beta0 + beta1 * data.x + u
         pm.Poisson("y", mu=pm.math.exp(eta), observed=data.y, dims="area")
     return model

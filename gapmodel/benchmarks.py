@@ -29,7 +29,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from gapmodel.graph import Graph
-from gapmodel.model import bym2_effect
+from gapmodel.model import EIGEN_LIMIT, bym2_effect
 
 ENV_VAR = "GAPMODEL_DATA_DIR"
 SCOTLAND_OBSERVATIONS = "scotland_lip_cancer.csv"
@@ -191,15 +191,17 @@ def load_scotland(data_dir: str | Path, islands: bool = False,
 # -- model ---------------------------------------------------------------------------------
 
 def scotland_bym2_model(data: ScotlandData, priors: Priors, *, centered: bool,
-                        covariate_scale: float = 0.1) -> pm.Model:
-    """y ~ Poisson(E exp(beta0 + beta1 x + u)), u ~ BYM2 (gapmodel.model.bym2_effect)."""
+                        covariate_scale: float = 0.1, eigen_limit: int = EIGEN_LIMIT
+                        ) -> pm.Model:
+    """y ~ Poisson(E exp(beta0 + beta1 x + u)), u ~ BYM2 (gapmodel.model.bym2_effect;
+    a centred BYM2's components above `eigen_limit` areas in sparse form)."""
     x = covariate_scale * data.aff_pct
     with pm.Model(coords={"area": data.names}) as model:
         beta0 = pm.Normal("beta0", priors.beta0.mu, priors.beta0.sigma)
         beta1 = pm.Normal("beta1", priors.beta1.mu, priors.beta1.sigma)
         sigma = pm.HalfNormal("sigma_u", priors.sigma.sigma)
         u = bym2_effect(sigma, data.graph, centered=centered,
-                        rho_prior=(priors.rho.alpha, priors.rho.beta))
+                        rho_prior=(priors.rho.alpha, priors.rho.beta), eigen_limit=eigen_limit)
         eta = np.log(data.expected) + beta0 + beta1 * x + u
         mu = pm.Deterministic("mu", pm.math.exp(eta), dims="area")
         pm.Poisson("y", mu=mu, observed=data.observed, dims="area")
@@ -224,14 +226,16 @@ def benchmark_quantities(posterior: xr.Dataset) -> xr.Dataset:
 
 
 def sample_benchmark(spec: BenchmarkSpec, data_dir: str | Path | None = None, *,
-                     centered: bool = True) -> tuple[xr.DataTree, float]:
+                     centered: bool = True, eigen_limit: int = EIGEN_LIMIT
+                     ) -> tuple[xr.DataTree, float]:
     """Posterior draws for the spec and the sampling wall time in seconds (incl. compile)."""
     data = load_scotland(resolve_data_dir(data_dir), islands=spec.data.adjacency == "islands",
                          observations=spec.data.observations)
     if spec.data.covariate != "aff_pct":
         raise ValueError("the Scotland benchmark covariate is aff_pct")
     model = scotland_bym2_model(data, spec.priors, centered=centered,
-                                covariate_scale=spec.data.covariate_scale)
+                                covariate_scale=spec.data.covariate_scale,
+                                eigen_limit=eigen_limit)
     s = spec.sampler
     start = time.perf_counter()
     with model:
@@ -243,7 +247,8 @@ def sample_benchmark(spec: BenchmarkSpec, data_dir: str | Path | None = None, *,
 
 
 def fit_benchmark(spec_path: str | Path, data_dir: str | Path | None = None, *,
-                  centered: bool | None = None) -> pd.DataFrame:
+                  centered: bool | None = None, eigen_limit: int = EIGEN_LIMIT
+                  ) -> pd.DataFrame:
     """Fit the benchmark spec; the ArviZ summary of the compared quantities.
 
     `centered` defaults to the spec's first parametrisation. The summary's `attrs` carry
@@ -253,7 +258,8 @@ def fit_benchmark(spec_path: str | Path, data_dir: str | Path | None = None, *,
     spec = load_spec(spec_path)
     if centered is None:
         centered = spec.parametrisations[0] == "centered"
-    idata, seconds = sample_benchmark(spec, data_dir, centered=centered)
+    idata, seconds = sample_benchmark(spec, data_dir, centered=centered,
+                                      eigen_limit=eigen_limit)
     posterior = idata.posterior.to_dataset()
     table = az.summary(benchmark_quantities(posterior), ci_prob=0.9, ci_kind="eti",
                        round_to="none")

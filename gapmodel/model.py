@@ -27,7 +27,7 @@ from pymc.distributions.transforms import ZeroSumTransform
 from scipy.special import expit, logit
 
 from gapmodel.data import Dataset
-from gapmodel.graph import Graph
+from gapmodel.graph import Graph, component_scaling
 from gapmodel.layout import (
     area_sums,
     by_stratum,
@@ -38,6 +38,7 @@ from gapmodel.layout import (
     to_cells,
 )
 from gapmodel.likelihood import beta_binomial_logpmf, binomial_logpmf, interval_logp
+from gapmodel.shifted_laplacian import ShiftedLaplacian
 from gapmodel.spec import AreaEffect, GroupEffect, ModelSpec, NormalPrior
 
 log = logging.getLogger(__name__)
@@ -432,10 +433,11 @@ def area_graph(dataset: Dataset) -> Graph:
     return Graph.from_edges(len(dataset.areas), edges)
 
 
-#: Largest component sampled centred, in its Laplacian eigenbasis: the basis is dense (n^2
+#: Largest component sampled centred in its Laplacian eigenbasis: the basis is dense (n^2
 #: memory, two n^2 products per gradient, bound by memory bandwidth). On bench/bym2.py's
-#: Poisson maps the centred form gets 2.9x the non-centred ESS per second at 1,000 areas and
-#: 0.86x at 2,000; above this size a centred spec falls back to the non-centred form.
+#: Poisson maps the eigenbasis gets 2.9x the non-centred ESS per second at 1,000 areas and
+#: 0.86x at 2,000; larger components are sampled centred in sparse form
+#: (`gapmodel.shifted_laplacian`).
 EIGEN_LIMIT = 1500
 
 
@@ -446,18 +448,15 @@ def bym2_effect(sigma, graph: Graph, *, centered: bool, mean=0.0,
     scaled on its own; isolated areas take the unstructured part only (variance sigma^2).
 
     centred (data-rich areas): u itself is sampled with the BYM2 prior marginalised over
-    the structured part, evaluated in each component's Laplacian eigenbasis (dense, so only
-    where no component has more than `eigen_limit` areas; above that the non-centred form
-    is used, and logged); the covariance per unit sigma^2 is (1 - rho) I + rho Q^+ / s.
+    the structured part; the covariance per unit sigma^2 is (1 - rho) I + rho Q^+ / s.
+    Components up to `eigen_limit` areas are evaluated in their Laplacian eigenbasis,
+    larger ones in sparse form (a conjugate-gradient solve per gradient).
     Non-centred (thin data): ICAR by pairwise differences with a hard sum-to-zero
     constraint per component, mixed with unit normals.
     """
     rho = pm.Beta("rho_bym2", *rho_prior)
-    if centered and graph.sizes.max() <= eigen_limit:
-        return _bym2_marginal(sigma, rho, graph, mean)
     if centered:
-        log.info("BYM2: a component of %d areas exceeds the eigenbasis limit (%d): "
-                 "sampled non-centred", graph.sizes.max(), eigen_limit)
+        return _bym2_marginal(sigma, rho, graph, mean, eigen_limit)
     scale = graph.scaling_factors()
     connected = ~graph.isolated
     phi = pt.zeros(graph.n)
@@ -474,29 +473,52 @@ def bym2_effect(sigma, graph: Graph, *, centered: bool, mean=0.0,
     return mean + shift + sd * pm.Normal("z_u", 0.0, 1.0, dims="area")
 
 
-def _bym2_marginal(sigma, rho, graph: Graph, mean=0.0) -> pt.TensorVariable:
-    """u ~ N(mean, sigma^2 [(1 - rho) I + rho Q^+ / s]) per component, sampled in the
-    component's Laplacian eigenbasis: the non-constant directions centred (the data pin
-    them), the constant direction (variance sigma^2 (1 - rho), which vanishes as rho -> 1)
-    non-centred so that no funnel forms. Isolated areas: N(mean, sigma^2)."""
-    laplacian = graph.laplacian().toarray()
+def _bym2_marginal(sigma, rho, graph: Graph, mean=0.0,
+                   eigen_limit: int = EIGEN_LIMIT) -> pt.TensorVariable:
+    """u ~ N(mean, sigma^2 [(1 - rho) I + rho Q^+ / s]) per component: the non-constant
+    directions centred (the data pin them), the constant direction (variance
+    sigma^2 (1 - rho), which vanishes as rho -> 1) non-centred so that no funnel forms.
+    Isolated areas: N(mean, sigma^2)."""
+    laplacian = graph.laplacian()
     mean = pt.as_tensor(mean) + pt.zeros(graph.n)
     u = mean
     for label in np.flatnonzero(graph.sizes > 1):
         members = np.flatnonzero(graph.component == label)
-        values, vectors = np.linalg.eigh(laplacian[np.ix_(members, members)])
-        values, vectors = values[1:], vectors  # values[0] ~ 0: the constant vector
-        scale = float(np.exp(np.mean(np.log((vectors[:, 1:] ** 2 / values).sum(axis=1)))))
-        sd = sigma * pt.sqrt((1 - rho) + rho / (scale * values))
-        w = pm.Normal(f"w_u{label}", 0.0, sd, shape=len(values))
+        block = laplacian[members][:, members]
+        deviation = _eigen_deviation(sigma, rho, block, label) \
+            if len(members) <= eigen_limit else _sparse_deviation(sigma, rho, block, label)
         c = pm.Normal(f"c_u{label}", 0.0, 1.0)
-        deviation = pt.dot(vectors[:, 1:], w) + vectors[:, 0] * sigma * pt.sqrt(1 - rho) * c
-        u = pt.set_subtensor(u[members], mean[members] + deviation)
+        constant = sigma * pt.sqrt(1 - rho) * c / np.sqrt(len(members))
+        u = pt.set_subtensor(u[members], mean[members] + deviation + constant)
     isolated = np.flatnonzero(graph.isolated)
     if len(isolated):
         u = pt.set_subtensor(u[isolated], pm.Normal("u_isolated", mean[isolated], sigma,
                                                     shape=len(isolated)))
     return pm.Deterministic("u", u, dims="area")
+
+
+def _eigen_deviation(sigma, rho, laplacian, label) -> pt.TensorVariable:
+    """A component's non-constant directions in its dense Laplacian eigenbasis."""
+    values, vectors = np.linalg.eigh(laplacian.toarray())
+    values, vectors = values[1:], vectors[:, 1:]  # values[0] ~ 0: the constant vector
+    scale = float(np.exp(np.mean(np.log((vectors ** 2 / values).sum(axis=1)))))
+    sd = sigma * pt.sqrt((1 - rho) + rho / (scale * values))
+    return pt.dot(vectors, pm.Normal(f"w_u{label}", 0.0, sd, shape=len(values)))
+
+
+def _sparse_deviation(sigma, rho, laplacian, label) -> pt.TensorVariable:
+    """A component's non-constant directions as themselves (sum zero), with the BYM2
+    density in sparse form (`gapmodel.shifted_laplacian`)."""
+    n = laplacian.shape[0]
+    log.info("BYM2: a component of %d areas is sampled centred in sparse form", n)
+    scale = component_scaling(laplacian)
+    shifted = ShiftedLaplacian.from_laplacian(laplacian)
+    d = pm.Flat(f"d_u{label}", shape=n, default_transform=ZeroSumTransform([-1]))
+    c = rho / (scale * (1 - rho))
+    variance = sigma**2 * rho / scale
+    pm.Potential(f"bym2_u{label}", -shifted.quadratic(d, c) / (2 * variance)
+                 - (n - 1) / 2 * pt.log(variance) - shifted.log_det(c) / 2)
+    return d
 
 
 def _logit(p):

@@ -64,7 +64,7 @@ def test_models_build_on_the_same_data(bym2):
     data = bym2.simulate(50, seed=2)
     assert data.y.shape == (50,) and (data.y >= 0).all()
     builds = {which: functools.partial(bym2.product_model, which=which)
-              for which in ("product", "centred")}
+              for which in ("product", "centred", "sparse")}
     for which, build in {**builds, "handwritten": bym2.handwritten_model}.items():
         model = build(data)
         np.testing.assert_array_equal(model.rvs_to_values[model["y"]].data, data.y)

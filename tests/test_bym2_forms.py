@@ -1,7 +1,7 @@
 """`gapmodel.model.bym2_effect` samples a centred BYM2 in each component's dense
-eigenbasis only up to `eigen_limit` areas; above that it falls back to the non-centred
-form (pairwise-difference ICAR), whose cost per gradient is linear in the edges. (Both
-forms reproduce the published Scotland fit: tests/test_scotland_bym2.py.)"""
+eigenbasis up to `eigen_limit` areas and in sparse form above it (gapmodel.shifted_laplacian);
+the two are the same density. (Each form reproduces the published Scotland fit:
+tests/test_scotland_bym2.py.)"""
 
 from __future__ import annotations
 
@@ -9,8 +9,10 @@ import logging
 
 import numpy as np
 import pymc as pm
+import pytensor
 import pytensor.tensor as pt
 import pytest
+from test_shifted_laplacian import grid_graph
 
 from gapmodel.graph import Graph
 from gapmodel.model import bym2_effect
@@ -22,22 +24,59 @@ def _graph() -> Graph:
     return Graph.from_edges(9, edges)
 
 
-def _free_names(graph: Graph, **kwargs) -> set[str]:
+def _model(graph: Graph, **kwargs) -> pm.Model:
     with pm.Model(coords={"area": np.arange(graph.n)}) as model:
-        bym2_effect(pt.as_tensor(0.5), graph, centered=True, **kwargs)
-    return {rv.name for rv in model.free_RVs}
+        sigma = pm.HalfNormal("sigma_u", 1.0)
+        bym2_effect(sigma, graph, centered=True, **kwargs)
+    return model
+
+
+def _free_names(graph: Graph, **kwargs) -> set[str]:
+    return {rv.name for rv in _model(graph, **kwargs).free_RVs}
 
 
 @pytest.mark.parametrize("limit", [5, 100])
 def test_centred_in_the_eigenbasis_up_to_the_limit(limit: int) -> None:
     names = _free_names(_graph(), eigen_limit=limit)
     assert {"w_u0", "c_u0", "w_u1", "c_u1", "u_isolated"} <= names
-    assert "z_u" not in names
+    assert "z_u" not in names and not any(name.startswith("d_u") for name in names)
 
 
-def test_centred_falls_back_to_non_centred_above_the_limit(caplog) -> None:
+def test_centred_in_sparse_form_above_the_limit(caplog) -> None:
     with caplog.at_level(logging.INFO, logger="gapmodel.model"):
         names = _free_names(_graph(), eigen_limit=4)
-    assert {"phi_u0", "phi_u1", "z_u"} <= names
-    assert not any(name.startswith("w_u") for name in names)
-    assert "a component of 5 areas exceeds the eigenbasis limit (4)" in caplog.text
+    assert {"d_u0", "c_u0", "w_u1", "c_u1", "u_isolated"} <= names
+    assert "z_u" not in names and "w_u0" not in names
+    assert "a component of 5 areas is sampled centred in sparse form" in caplog.text
+
+
+def test_sparse_form_is_the_eigenbasis_density() -> None:
+    """At the same u, sigma and rho the two forms' log densities differ by one constant
+    (the eigenbasis's normalising terms), whatever the point."""
+    lattice = grid_graph(6, 7)
+    edges = np.concatenate([lattice.edges, [[42, 43], [43, 44], [42, 44]]])
+    graph = Graph.from_edges(46, edges)  # a 42-area lattice, a triangle, an isolated area
+    eigen, sparse = _model(graph), _model(graph, eigen_limit=10)
+    assert "w_u0" in eigen.named_vars and "d_u0" in sparse.named_vars
+    eigen_logp, sparse_logp = eigen.compile_logp(), sparse.compile_logp()
+    [u_value] = eigen.replace_rvs_by_values([eigen["u"]])
+    u_fn = pytensor.function(eigen.value_vars, u_value, on_unused_input="ignore")
+    u_of = lambda point: u_fn(*(point[v.name] for v in eigen.value_vars))  # noqa: E731
+    members = np.flatnonzero(graph.component == 0)
+    q = graph.laplacian()[members][:, members].toarray()
+    vectors = np.linalg.eigh(q)[1][:, 1:]
+    transform = sparse.rvs_to_transforms[sparse["d_u0"]]
+    rng = np.random.default_rng(3)
+    gaps = []
+    for _ in range(6):
+        point = eigen.initial_point()
+        for name in point:
+            point[name] = rng.normal(0.0, 0.7, size=np.shape(point[name]))
+        w = point["w_u0"]
+        deviation = vectors @ w
+        shifted = {k: v for k, v in point.items() if k != "w_u0"}
+        shifted["d_u0_zerosum__"] = transform.forward(pt.as_tensor(deviation)).eval()
+        np.testing.assert_allclose(u_of(point)[members] - u_of(point)[members].mean(),
+                                   deviation)
+        gaps.append(float(sparse_logp(shifted)) - float(eigen_logp(point)))
+    assert np.ptp(gaps) < 1e-8, gaps

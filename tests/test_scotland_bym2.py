@@ -122,13 +122,15 @@ def _report(summary: pd.DataFrame, table: pd.DataFrame) -> str:
 
 @pytest.mark.slow
 @needs_data
-@pytest.mark.parametrize("centered", [
-    pytest.param(True, id="centered"),
-    pytest.param(False, id="non_centered"),
+@pytest.mark.parametrize(("centered", "eigen_limit"), [
+    pytest.param(True, 1500, id="centered"),
+    pytest.param(True, 0, id="centered_sparse"),  # the form of components above 1,500
+    pytest.param(False, 1500, id="non_centered"),
 ])
-def test_scotland_bym2_reproduces_published_stan_fit(centered: bool) -> None:
+def test_scotland_bym2_reproduces_published_stan_fit(centered: bool, eigen_limit: int
+                                                     ) -> None:
     spec = load_spec(SPEC)
-    summary = fit_benchmark(SPEC, DATA, centered=centered)
+    summary = fit_benchmark(SPEC, DATA, centered=centered, eigen_limit=eigen_limit)
     table = compare_published(summary, spec.reference, sd_fraction=SD_FRACTION,
                               mcse_multiple=MCSE_MULTIPLE)
     report = _report(summary, table)
