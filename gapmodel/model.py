@@ -481,7 +481,10 @@ def _bym2_marginal(sigma, rho, graph: Graph, mean=0.0,
     Isolated areas: N(mean, sigma^2)."""
     laplacian = graph.laplacian()
     mean = pt.as_tensor(mean) + pt.zeros(graph.n)
-    u = mean
+    # The components' effects are set into zeros and the mean added after: PyTensor's
+    # rewrite of set_subtensor(u[i], u[i] + a + b) into an increment kept a and dropped b,
+    # which left each component's constant direction out of the likelihood.
+    effect = pt.zeros(graph.n)
     for label in np.flatnonzero(graph.sizes > 1):
         members = np.flatnonzero(graph.component == label)
         block = laplacian[members][:, members]
@@ -489,7 +492,8 @@ def _bym2_marginal(sigma, rho, graph: Graph, mean=0.0,
             if len(members) <= eigen_limit else _sparse_deviation(sigma, rho, block, label)
         c = pm.Normal(f"c_u{label}", 0.0, 1.0)
         constant = sigma * pt.sqrt(1 - rho) * c / np.sqrt(len(members))
-        u = pt.set_subtensor(u[members], mean[members] + deviation + constant)
+        effect = pt.set_subtensor(effect[members], deviation + constant)
+    u = mean + effect
     isolated = np.flatnonzero(graph.isolated)
     if len(isolated):
         u = pt.set_subtensor(u[isolated], pm.Normal("u_isolated", mean[isolated], sigma,

@@ -114,6 +114,8 @@ def shifted_solve(indptr, indices, data, diagonal, c, b, rtol=RTOL):  # pragma: 
     the cost is memory traffic, one pass over Q and four over the vectors a step)."""
     n = len(b)
     x = np.zeros(n)
+    if not 0.0 < c < np.inf or not np.isfinite(b).all():
+        return x + np.nan  # a NaN density, which the sampler rejects, in no time
     r = b.copy()
     scale = 1.0 / (diagonal + c)
     p = r * scale
@@ -128,6 +130,8 @@ def shifted_solve(indptr, indices, data, diagonal, c, b, rtol=RTOL):  # pragma: 
                 acc += data[k] * p[indices[k]]
             ap[i] = acc
             pap += p[i] * acc
+        if not pap > 0.0:  # converged to zero, or lost to rounding
+            break
         alpha = rz / pap
         rr = 0.0
         rz_next = 0.0

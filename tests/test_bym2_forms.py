@@ -12,6 +12,7 @@ import pymc as pm
 import pytensor
 import pytensor.tensor as pt
 import pytest
+from pytensor.graph.traversal import explicit_graph_inputs
 from test_shifted_laplacian import grid_graph
 
 from gapmodel.graph import Graph
@@ -80,3 +81,20 @@ def test_sparse_form_is_the_eigenbasis_density() -> None:
                                    deviation)
         gaps.append(float(sparse_logp(shifted)) - float(eigen_logp(point)))
     assert np.ptp(gaps) < 1e-8, gaps
+
+
+@pytest.mark.parametrize("limit", [5, 100])
+def test_every_components_constant_direction_reaches_the_likelihood(limit: int) -> None:
+    """Each component's mean (c_u) moves the counts' log density: a rewrite of the
+    set_subtensor that placed it once dropped it from the likelihood, silently (as it did
+    on this graph: a lattice, a triangle and an isolated area, the areas shuffled)."""
+    edges = np.concatenate([grid_graph(6, 7).edges, [[42, 43], [43, 44], [42, 44]]])
+    graph = Graph.from_edges(46, np.random.default_rng(0).permutation(46)[edges])
+    with pm.Model(coords={"area": np.arange(graph.n)}) as model:
+        u = bym2_effect(pm.HalfNormal("sigma_u", 1.0), graph, centered=True,
+                        eigen_limit=limit)
+        pm.Poisson("y", mu=20 * pt.exp(0.1 + u), observed=np.arange(graph.n) % 7 + 10,
+                   dims="area")
+    inputs = {v.name for v in explicit_graph_inputs([model.logp(vars=[model["y"]])])}
+    assert {f"c_u{label}" for label in np.flatnonzero(graph.sizes > 1)} == \
+        {name for name in inputs if name.startswith("c_u")}
