@@ -216,23 +216,6 @@ def product_model(data: BenchData, which: str = "product"):
     return model
 
 
-def centred_start(data: BenchData, model) -> dict[str, np.ndarray | float]:
-    """Start the sparse form at the data, not jittered: its area effects at
-    log((y + 1/2) / E) centred per component, beta0 at that mean and sigma at that spread.
-    From d = 0, or with sigma jittered away from the spread of d, early warm-up ran 1,023-step
-    trees with step sizes under 0.001 at 33,000 areas (each gradient sees the 33,000 areas'
-    pull on sigma at once), half a minute a draw."""
-    graph, rough = data.graph, np.log((data.y + 0.5) / data.expected)
-    start: dict[str, np.ndarray | float] = {}
-    for label in np.flatnonzero(graph.sizes > 1):
-        if f"d_u{label}" in model.named_vars:
-            members = rough[graph.component == label]
-            start[f"d_u{label}"] = members - members.mean()
-    if start:
-        start.update(beta0=float(rough.mean()), sigma_u=float(rough.std()), rho_bym2=0.5)
-    return start
-
-
 def handwritten_model(data: BenchData):
     """The same BYM2 as a user writes it with PyMC's built-ins: centred pm.ICAR (dense
     adjacency) per component plus centred iid normals."""
@@ -327,10 +310,7 @@ def _fit_pymc(which: str, data: BenchData, draws: int, seed: int,
     if SAMPLER[which] == "nutpie":
         import nutpie
 
-        start_at = centred_start(data, model) if which in ("centred", "sparse") else {}
-        compiled = nutpie.compile_pymc_model(
-            model, var_names=list(names.values()), initial_points=start_at or None,
-            jitter_rvs=set() if start_at else None)
+        compiled = nutpie.compile_pymc_model(model, var_names=list(names.values()))
         compile_s = time.perf_counter() - start - build_s
         t0 = time.perf_counter()
         idata = nutpie.sample(compiled, draws=draws, tune=draws, chains=CHAINS, cores=CHAINS,
