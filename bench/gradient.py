@@ -130,10 +130,9 @@ def report(rows: list[dict]) -> str:
     lines += [_format(row) for row in rows]
     for spec in dict.fromkeys(row["spec"] for row in rows):
         for rev in dict.fromkeys(row["rev"] for row in rows):
-            costs = [r["us_per_cell"] for r in rows if r["spec"] == spec and r["rev"] == rev
+            curve = [r for r in rows if r["spec"] == spec and r["rev"] == rev
                      and "note" not in r and r.get("scale", 1.0) == 1.0]
-            sizes = {r["cells"] for r in rows if r["spec"] == spec and r["rev"] == rev
-                     and "note" not in r and r.get("scale", 1.0) == 1.0}
+            costs, sizes = [r["us_per_cell"] for r in curve], {r["cells"] for r in curve}
             if len(sizes) > 1:
                 mean = sum(costs) / len(costs)
                 spread = max(abs(c - mean) for c in costs) / mean
