@@ -26,6 +26,7 @@ from dataclasses import dataclass
 
 import numba
 import numpy as np
+import pytensor
 import pytensor.tensor as pt
 import scipy.sparse as sp
 from numpy.polynomial import chebyshev
@@ -91,10 +92,14 @@ class ShiftedLaplacian:
         return pt.switch(t >= hi, above, pt.switch(t <= lo, below, inside))
 
     def quadratic(self, d, c) -> pt.TensorVariable:
-        """p(d, c) = c d'Q (Q + cI)^{-1} d for d of sum zero."""
-        return SHIFTED_QUADRATIC(pt.as_tensor(self.indptr), pt.as_tensor(self.indices),
-                                 pt.as_tensor(self.data), pt.as_tensor(self.diagonal),
-                                 d, pt.as_tensor(c, dtype="float64"))[0]
+        """p(d, c) = c d'Q (Q + cI)^{-1} d for d of sum zero.
+
+        Q's arrays enter the graph as shared variables, which the compiled function takes
+        at run time: as constants of the numba-compiled graph they made each solve 2.5
+        times slower (24 against 9 ms at 33,000 areas)."""
+        arrays = (self.indptr, self.indices, self.data, self.diagonal)
+        return SHIFTED_QUADRATIC(*map(pytensor.shared, arrays), d,
+                                 pt.as_tensor(c, dtype="float64"))[0]
 
 
 def _log_det_shifted(q: sp.csr_matrix, c: float) -> float:

@@ -75,3 +75,19 @@ def test_quadratic_and_its_gradient_match_dense_solves(lattice, mode: str) -> No
     # the limits: p -> c d'd as c -> 0 (d has sum zero) and p -> d'Qd as c -> infinity
     assert f(d_value, 1e-9)[0] == pytest.approx(1e-9 * d_value @ d_value, rel=1e-3)
     assert f(d_value, 1e12)[0] == pytest.approx(d_value @ dense @ d_value, rel=1e-9)
+
+
+def test_the_laplacian_enters_the_compiled_function_at_run_time(lattice) -> None:
+    """Q's arrays as constants of the numba-compiled graph made each solve 2.5 times
+    slower; they must reach the solve as the function's run-time inputs."""
+    shifted = lattice[2]
+    d = pt.dvector("d")
+    value = shifted.quadratic(d, 2.0)
+    f = pytensor.function([d], [value, pytensor.grad(value, d)], mode="NUMBA")
+    solves = [node for node in f.maker.fgraph.apply_nodes
+              if type(node.op).__name__ == "ShiftedQuadratic"]
+    assert len(solves) == 1
+    arrays = solves[0].inputs[:4]
+    assert all(isinstance(v, pytensor.compile.SharedVariable) or v in f.maker.fgraph.inputs
+               for v in arrays)
+    assert not any(isinstance(v, pt.TensorConstant) for v in arrays)
