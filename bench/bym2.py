@@ -22,7 +22,8 @@ Models (rows):
   centred      the product's centred BYM2 (bym2_effect(centered=True), as the synthetic and
                sub-ICB specs use it): u sampled itself, in each component's dense Laplacian
                eigenbasis up to gapmodel.model.EIGEN_LIMIT areas and in sparse form above
-               (gapmodel.shifted_laplacian); nutpie.
+               (gapmodel.shifted_laplacian; sigma then sampled relative to the scale the
+               effects imply, gapmodel.model._sheared_sigma); nutpie.
   sparse       the centred BYM2 in sparse form at every size (eigen_limit=0); nutpie.
   pymc         the non-centred product model, PyMC's default NUTS.
   handwritten  what a user writes with PyMC's built-ins: pm.ICAR (dense N x N adjacency)
@@ -207,8 +208,8 @@ def product_model(data: BenchData, which: str = "product"):
     with pm.Model(coords={"area": np.arange(data.graph.n)}) as model:
         beta0 = pm.Normal("beta0", p.beta0.mu, p.beta0.sigma)
         beta1 = pm.Normal("beta1", p.beta1.mu, p.beta1.sigma)
-        sigma = pm.HalfNormal("sigma_u", p.sigma.sigma)
-        u = bym2_effect(sigma, data.graph, centered=which in ("centred", "sparse"),
+        u = bym2_effect(data.graph, sigma_prior=p.sigma.sigma,
+                        centered=which in ("centred", "sparse"),
                         rho_prior=(p.rho.alpha, p.rho.beta),
                         eigen_limit=0 if which == "sparse" else EIGEN_LIMIT)
         eta = np.log(data.expected) + beta0 + beta1 * data.x + u
@@ -272,13 +273,13 @@ def stan_data(data: BenchData, scale: np.ndarray) -> dict:
 # -- one run -------------------------------------------------------------------------------
 
 def run_one(areas: int, model: str, draws: int, seed: int, islands: bool,
-            adaptation: str = "diag", blas: int = 1) -> dict:
+            adaptation: str = "diag", blas: int = 1, maxdepth: int = 10) -> dict:
     """Simulate, fit once in this process (and its children) and measure it; `blas`
     threads per chain (0: the library's default, one per core)."""
     data = simulate(areas, seed, islands)
     with PeakMemory() as memory, limit_blas(blas):
         fit = _fit_stan(data, draws, seed) if model == "stan" else \
-            _fit_pymc(model, data, draws, seed, adaptation)
+            _fit_pymc(model, data, draws, seed, adaptation, maxdepth)
     posterior, n = fit.pop("posterior"), data.graph.n
     least, worst = min_ess(posterior, list(HYPER))
     import arviz as az
@@ -300,7 +301,7 @@ def run_one(areas: int, model: str, draws: int, seed: int, islands: bool,
 
 
 def _fit_pymc(which: str, data: BenchData, draws: int, seed: int,
-              adaptation: str = "diag") -> dict:
+              adaptation: str = "diag", maxdepth: int = 10) -> dict:
     import pymc as pm
 
     names = NAMES[which]
@@ -315,7 +316,7 @@ def _fit_pymc(which: str, data: BenchData, draws: int, seed: int,
         t0 = time.perf_counter()
         idata = nutpie.sample(compiled, draws=draws, tune=draws, chains=CHAINS, cores=CHAINS,
                               seed=seed, target_accept=TARGET_ACCEPT, progress_bar=False,
-                              adaptation=adaptation)
+                              adaptation=adaptation, maxdepth=maxdepth)
     else:
         model.logp_dlogp_function()
         compile_s = time.perf_counter() - start - build_s
@@ -382,15 +383,18 @@ def main() -> None:
     parser.add_argument("--timeout", type=float, default=None, help="seconds per run")
     parser.add_argument("--adaptation", choices=("diag", "low_rank"), default="diag",
                         help="nutpie mass matrix for the product row")
+    parser.add_argument("--maxdepth", type=int, default=10,
+                        help="nutpie rows: the deepest tree (2^maxdepth - 1 gradients a draw)")
     add_blas_option(parser)
     parser.add_argument("--one", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.one:
         print(json.dumps(run_one(args.areas[0], args.models[0], args.draws, args.seed,
-                                 not args.no_islands, args.adaptation, args.blas_threads[0])))
+                                 not args.no_islands, args.adaptation, args.blas_threads[0],
+                                 args.maxdepth)))
         return
-    print(machine_line(args.parallel, args.draws) + f"; nutpie adaptation {args.adaptation}",
-          flush=True)
+    print(machine_line(args.parallel, args.draws) + f"; nutpie adaptation {args.adaptation}, "
+          f"maxdepth {args.maxdepth}", flush=True)
     runs = [(areas, model, blas) for areas in args.areas for model in args.models
             for blas in args.blas_threads]
     with ThreadPoolExecutor(max_workers=args.parallel) as pool:
@@ -410,7 +414,8 @@ def _run(areas: int, model: str, blas: int, args: argparse.Namespace) -> dict:
     else:
         cmd = [sys.executable, __file__, "--one", "--areas", str(areas), "--models", model,
                "--draws", str(args.draws), "--seed", str(args.seed),
-               "--adaptation", args.adaptation, "--blas-threads", str(blas)]
+               "--adaptation", args.adaptation, "--blas-threads", str(blas),
+               "--maxdepth", str(args.maxdepth)]
         if args.no_islands:
             cmd.append("--no-islands")
         row = run_child(cmd, label, args.timeout, dict(os.environ))

@@ -199,8 +199,7 @@ def scotland_bym2_model(data: ScotlandData, priors: Priors, *, centered: bool,
     with pm.Model(coords={"area": data.names}) as model:
         beta0 = pm.Normal("beta0", priors.beta0.mu, priors.beta0.sigma)
         beta1 = pm.Normal("beta1", priors.beta1.mu, priors.beta1.sigma)
-        sigma = pm.HalfNormal("sigma_u", priors.sigma.sigma)
-        u = bym2_effect(sigma, data.graph, centered=centered,
+        u = bym2_effect(data.graph, sigma_prior=priors.sigma.sigma, centered=centered,
                         rho_prior=(priors.rho.alpha, priors.rho.beta), eigen_limit=eigen_limit)
         eta = np.log(data.expected) + beta0 + beta1 * x + u
         mu = pm.Deterministic("mu", pm.math.exp(eta), dims="area")

@@ -359,21 +359,20 @@ def _area_effect(spec: ModelSpec, data: ModelData, dataset: Dataset, intercept,
     mean = intercept + covariate_term
     if area.type == "none":
         return mean
+    if area.type == "bym2":
+        graph = area_graph(dataset)
+        if not len(graph.edges):
+            raise ValueError("a BYM2 area effect needs an adjacency table")
+        return bym2_effect(graph, sigma_prior=area.sigma, centered=area.centered, mean=mean,
+                           rho_prior=area.rho_prior)
     sigma = pm.HalfNormal("sigma_u", area.sigma)
     if area.type == "iid":
         if area.centered:
             return pm.Normal("u", mean, sigma, dims="area")
         return mean + sigma * pm.Normal("z_u", 0.0, 1.0, dims="area")
-    if area.type == "nested":
-        if area.centered:
-            return _nested_centred(sigma, area, data, dataset.levels, intercept,
-                                   covariate_term)
-        return _nested_effect(sigma, area, data, dataset.levels, mean)
-    graph = area_graph(dataset)
-    if not len(graph.edges):
-        raise ValueError("a BYM2 area effect needs an adjacency table")
-    return bym2_effect(sigma, graph, centered=area.centered, mean=mean,
-                       rho_prior=area.rho_prior)
+    if area.centered:  # nested
+        return _nested_centred(sigma, area, data, dataset.levels, intercept, covariate_term)
+    return _nested_effect(sigma, area, data, dataset.levels, mean)
 
 
 def _nested_effect(sigma, area: AreaEffect, data: ModelData, hierarchy: tuple[str, ...],
@@ -441,22 +440,28 @@ def area_graph(dataset: Dataset) -> Graph:
 EIGEN_LIMIT = 1500
 
 
-def bym2_effect(sigma, graph: Graph, *, centered: bool, mean=0.0,
+def bym2_effect(graph: Graph, *, sigma_prior: float, centered: bool, mean=0.0,
                 rho_prior: tuple[float, float] = (1.0, 1.0),
                 eigen_limit: int = EIGEN_LIMIT) -> pt.TensorVariable:
     """BYM2 (Riebler et al. 2016) on the adjacency graph, each connected component's ICAR
     scaled on its own; isolated areas take the unstructured part only (variance sigma^2).
+    Its scale sigma (`sigma_u`) has a HalfNormal(`sigma_prior`) prior, its mixing rho
+    (`rho_bym2`) a Beta(`rho_prior`).
 
     centred (data-rich areas): u itself is sampled with the BYM2 prior marginalised over
     the structured part; the covariance per unit sigma^2 is (1 - rho) I + rho Q^+ / s.
     Components up to `eigen_limit` areas are evaluated in their Laplacian eigenbasis,
-    larger ones in sparse form (a conjugate-gradient solve per gradient).
+    larger ones in sparse form (a conjugate-gradient solve per gradient), and then sigma
+    is sampled relative to the scale those areas' effects imply (`_sheared_sigma`).
     Non-centred (thin data): ICAR by pairwise differences with a hard sum-to-zero
     constraint per component, mixed with unit normals.
     """
+    sparse = centered and bool((graph.sizes[graph.sizes > 1] > eigen_limit).any())
+    sigma = None if sparse else pm.HalfNormal("sigma_u", sigma_prior)
     rho = pm.Beta("rho_bym2", *rho_prior)
     if centered:
-        return _bym2_marginal(sigma, rho, graph, mean, eigen_limit)
+        return _bym2_marginal(sigma if sigma is not None else sigma_prior, rho, graph, mean,
+                              eigen_limit)
     scale = graph.scaling_factors()
     connected = ~graph.isolated
     phi = pt.zeros(graph.n)
@@ -478,21 +483,26 @@ def _bym2_marginal(sigma, rho, graph: Graph, mean=0.0,
     """u ~ N(mean, sigma^2 [(1 - rho) I + rho Q^+ / s]) per component: the non-constant
     directions centred (the data pin them), the constant direction (variance
     sigma^2 (1 - rho), which vanishes as rho -> 1) non-centred so that no funnel forms.
-    Isolated areas: N(mean, sigma^2)."""
+    Isolated areas: N(mean, sigma^2). `sigma` is sigma itself, or with components in
+    sparse form its prior scale (sigma is then sheared along their effects)."""
     laplacian = graph.laplacian()
     mean = pt.as_tensor(mean) + pt.zeros(graph.n)
+    members = {label: np.flatnonzero(graph.component == label)
+               for label in np.flatnonzero(graph.sizes > 1)}
+    sparse = {label: _SparseComponent.build(rho, laplacian[m][:, m], label)
+              for label, m in members.items() if len(m) > eigen_limit}
+    if sparse:
+        sigma = _sheared_sigma(float(sigma), rho, list(sparse.values()))
     # The components' effects are set into zeros and the mean added after: PyTensor's
     # rewrite of set_subtensor(u[i], u[i] + a + b) into an increment kept a and dropped b,
     # which left each component's constant direction out of the likelihood.
     effect = pt.zeros(graph.n)
-    for label in np.flatnonzero(graph.sizes > 1):
-        members = np.flatnonzero(graph.component == label)
-        block = laplacian[members][:, members]
-        deviation = _eigen_deviation(sigma, rho, block, label) \
-            if len(members) <= eigen_limit else _sparse_deviation(sigma, rho, block, label)
+    for label, m in members.items():
+        deviation = sparse[label].deviation(sigma, rho) if label in sparse \
+            else _eigen_deviation(sigma, rho, laplacian[m][:, m], label)
         c = pm.Normal(f"c_u{label}", 0.0, 1.0)
-        constant = sigma * pt.sqrt(1 - rho) * c / np.sqrt(len(members))
-        effect = pt.set_subtensor(effect[members], deviation + constant)
+        constant = sigma * pt.sqrt(1 - rho) * c / np.sqrt(len(m))
+        effect = pt.set_subtensor(effect[m], deviation + constant)
     u = mean + effect
     isolated = np.flatnonzero(graph.isolated)
     if len(isolated):
@@ -510,19 +520,57 @@ def _eigen_deviation(sigma, rho, laplacian, label) -> pt.TensorVariable:
     return pt.dot(vectors, pm.Normal(f"w_u{label}", 0.0, sd, shape=len(values)))
 
 
-def _sparse_deviation(sigma, rho, laplacian, label) -> pt.TensorVariable:
-    """A component's non-constant directions as themselves (sum zero), with the BYM2
-    density in sparse form (`gapmodel.shifted_laplacian`)."""
-    n = laplacian.shape[0]
-    log.info("BYM2: a component of %d areas is sampled centred in sparse form", n)
-    scale = component_scaling(laplacian)
-    shifted = ShiftedLaplacian.from_laplacian(laplacian)
-    d = pm.Flat(f"d_u{label}", shape=n, default_transform=ZeroSumTransform([-1]))
-    c = rho / (scale * (1 - rho))
-    variance = sigma**2 * rho / scale
-    pm.Potential(f"bym2_u{label}", -shifted.quadratic(d, c) / (2 * variance)
-                 - (n - 1) / 2 * pt.log(variance) - shifted.log_det(c) / 2)
-    return d
+@dataclass(frozen=True)
+class _SparseComponent:
+    """A component's non-constant directions d (sum zero) sampled as themselves, with the
+    BYM2 density in sparse form (`gapmodel.shifted_laplacian`): p = c d'Q (Q + cI)^{-1} d,
+    c = rho / (s (1 - rho))."""
+
+    label: int
+    n: int
+    scale: float
+    shifted: ShiftedLaplacian
+    d: pt.TensorVariable
+    c: pt.TensorVariable
+    p: pt.TensorVariable
+
+    @classmethod
+    def build(cls, rho, laplacian, label) -> _SparseComponent:
+        n = laplacian.shape[0]
+        log.info("BYM2: a component of %d areas is sampled centred in sparse form", n)
+        scale = component_scaling(laplacian)
+        shifted = ShiftedLaplacian.from_laplacian(laplacian)
+        d = pm.Flat(f"d_u{label}", shape=n, default_transform=ZeroSumTransform([-1]))
+        c = rho / (scale * (1 - rho))
+        return cls(label, n, scale, shifted, d, c, shifted.quadratic(d, c))
+
+    def deviation(self, sigma, rho) -> pt.TensorVariable:
+        """d, with its log density given sigma and rho added to the model."""
+        variance = sigma**2 * rho / self.scale
+        pm.Potential(f"bym2_u{self.label}", -self.p / (2 * variance)
+                     - (self.n - 1) / 2 * pt.log(variance) - self.shifted.log_det(self.c) / 2)
+        return self.d
+
+
+def _sheared_sigma(prior_scale: float, rho, parts: list[_SparseComponent]
+                   ) -> pt.TensorVariable:
+    """sigma ~ HalfNormal(prior_scale), sampled as its log ratio to the scale the sparse
+    components' effects imply: sigma = hat * exp(t), hat^2 = sum s p / (rho sum (n - 1)),
+    sigma's conditional mode given them.
+
+    Given tens of thousands of centred effects, log sigma is pinned to about
+    1 / sqrt(2n) while its posterior is several times wider: it can only move with the
+    effects' overall scale, a correlation a diagonal mass matrix cannot take out. t is
+    nearly independent of them. The map from t to sigma (d and rho fixed) has Jacobian
+    sigma, so the density is exact: sigma's prior plus log sigma."""
+    implied = sum(part.scale * part.p for part in parts) / (
+        rho * sum(part.n - 1 for part in parts))
+    # a floor keeps sigma positive at d = 0 (an unjittered initial point)
+    hat = pt.sqrt(implied + (1e-6 * prior_scale) ** 2)
+    sigma = pm.Deterministic("sigma_u", hat * pt.exp(pm.Flat("sigma_u_shear")))
+    pm.Potential("sigma_u_prior", pm.logp(pm.HalfNormal.dist(prior_scale), sigma)
+                 + pt.log(sigma))
+    return sigma
 
 
 def _logit(p):

@@ -70,7 +70,9 @@ def test_models_build_on_the_same_data(bym2):
         np.testing.assert_array_equal(model.rvs_to_values[model["y"]].data, data.y)
         logp = model.compile_logp()(model.initial_point())
         assert np.isfinite(logp)
-        assert set(bym2.NAMES[which].values()) <= {rv.name for rv in model.free_RVs}
+        # sampled, or (sigma of the sparse form, sheared along the effects) deterministic
+        stored = {v.name for v in [*model.free_RVs, *model.deterministics]}
+        assert set(bym2.NAMES[which].values()) <= stored
 
     graph = data.graph
     stan = bym2.stan_data(data, graph.scaling_factors())

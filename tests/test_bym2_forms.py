@@ -27,8 +27,7 @@ def _graph() -> Graph:
 
 def _model(graph: Graph, **kwargs) -> pm.Model:
     with pm.Model(coords={"area": np.arange(graph.n)}) as model:
-        sigma = pm.HalfNormal("sigma_u", 1.0)
-        bym2_effect(sigma, graph, centered=True, **kwargs)
+        bym2_effect(graph, sigma_prior=1.0, centered=True, **kwargs)
     return model
 
 
@@ -53,7 +52,8 @@ def test_centred_in_sparse_form_above_the_limit(caplog) -> None:
 
 def test_sparse_form_is_the_eigenbasis_density() -> None:
     """At the same u, sigma and rho the two forms' log densities differ by one constant
-    (the eigenbasis's normalising terms), whatever the point."""
+    (the eigenbasis's normalising terms), whatever the point: the sparse form's sigma,
+    sampled as its log ratio to the scale its effects imply, keeps the same density."""
     lattice = grid_graph(6, 7)
     edges = np.concatenate([lattice.edges, [[42, 43], [43, 44], [42, 44]]])
     graph = Graph.from_edges(46, edges)  # a 42-area lattice, a triangle, an isolated area
@@ -67,6 +67,9 @@ def test_sparse_form_is_the_eigenbasis_density() -> None:
     q = graph.laplacian()[members][:, members].toarray()
     vectors = np.linalg.eigh(q)[1][:, 1:]
     transform = sparse.rvs_to_transforms[sparse["d_u0"]]
+    assert "sigma_u" not in {rv.name for rv in sparse.free_RVs}
+    [sigma_value] = sparse.replace_rvs_by_values([sparse["sigma_u"]])
+    sigma_fn = pytensor.function(sparse.value_vars, sigma_value, on_unused_input="ignore")
     rng = np.random.default_rng(3)
     gaps = []
     for _ in range(6):
@@ -75,8 +78,13 @@ def test_sparse_form_is_the_eigenbasis_density() -> None:
             point[name] = rng.normal(0.0, 0.7, size=np.shape(point[name]))
         w = point["w_u0"]
         deviation = vectors @ w
-        shifted = {k: v for k, v in point.items() if k != "w_u0"}
+        shifted = {k: v for k, v in point.items() if k not in ("w_u0", "sigma_u_log__")}
         shifted["d_u0_zerosum__"] = transform.forward(pt.as_tensor(deviation)).eval()
+        shifted["sigma_u_shear"] = np.array(0.0)
+        implied = sigma_fn(*(shifted[v.name] for v in sparse.value_vars))
+        shifted["sigma_u_shear"] = point["sigma_u_log__"] - np.log(implied)
+        np.testing.assert_allclose(sigma_fn(*(shifted[v.name] for v in sparse.value_vars)),
+                                   np.exp(point["sigma_u_log__"]))
         np.testing.assert_allclose(u_of(point)[members] - u_of(point)[members].mean(),
                                    deviation)
         gaps.append(float(sparse_logp(shifted)) - float(eigen_logp(point)))
@@ -91,8 +99,7 @@ def test_every_components_constant_direction_reaches_the_likelihood(limit: int) 
     edges = np.concatenate([grid_graph(6, 7).edges, [[42, 43], [43, 44], [42, 44]]])
     graph = Graph.from_edges(46, np.random.default_rng(0).permutation(46)[edges])
     with pm.Model(coords={"area": np.arange(graph.n)}) as model:
-        u = bym2_effect(pm.HalfNormal("sigma_u", 1.0), graph, centered=True,
-                        eigen_limit=limit)
+        u = bym2_effect(graph, sigma_prior=1.0, centered=True, eigen_limit=limit)
         pm.Poisson("y", mu=20 * pt.exp(0.1 + u), observed=np.arange(graph.n) % 7 + 10,
                    dims="area")
     inputs = {v.name for v in explicit_graph_inputs([model.logp(vars=[model["y"]])])}
