@@ -567,7 +567,7 @@ def _sheared_sigma(prior_scale: float, rho, parts: list[_SparseComponent]
         rho * sum(part.n - 1 for part in parts))
     # a floor keeps sigma positive at d = 0 (an unjittered initial point)
     hat = pt.sqrt(implied + (1e-6 * prior_scale) ** 2)
-    sigma = pm.Deterministic("sigma_u", hat * pt.exp(pm.Flat("sigma_u_shear")))
+    sigma = pm.Deterministic("sigma_u", hat * pt.exp(pm.Flat("sigma_u_sheared")))
     pm.Potential("sigma_u_prior", pm.logp(pm.HalfNormal.dist(prior_scale), sigma)
                  + pt.log(sigma))
     return sigma

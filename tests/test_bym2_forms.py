@@ -80,9 +80,9 @@ def test_sparse_form_is_the_eigenbasis_density() -> None:
         deviation = vectors @ w
         shifted = {k: v for k, v in point.items() if k not in ("w_u0", "sigma_u_log__")}
         shifted["d_u0_zerosum__"] = transform.forward(pt.as_tensor(deviation)).eval()
-        shifted["sigma_u_shear"] = np.array(0.0)
+        shifted["sigma_u_sheared"] = np.array(0.0)
         implied = sigma_fn(*(shifted[v.name] for v in sparse.value_vars))
-        shifted["sigma_u_shear"] = point["sigma_u_log__"] - np.log(implied)
+        shifted["sigma_u_sheared"] = point["sigma_u_log__"] - np.log(implied)
         np.testing.assert_allclose(sigma_fn(*(shifted[v.name] for v in sparse.value_vars)),
                                    np.exp(point["sigma_u_log__"]))
         np.testing.assert_allclose(u_of(point)[members] - u_of(point)[members].mean(),
