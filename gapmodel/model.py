@@ -460,8 +460,7 @@ def bym2_effect(graph: Graph, *, sigma_prior: float, centered: bool, mean=0.0,
     sigma = None if sparse else pm.HalfNormal("sigma_u", sigma_prior)
     rho = pm.Beta("rho_bym2", *rho_prior)
     if centered:
-        return _bym2_marginal(sigma if sigma is not None else sigma_prior, rho, graph, mean,
-                              eigen_limit)
+        return _bym2_marginal(sigma_prior if sparse else sigma, rho, graph, mean, eigen_limit)
     scale = graph.scaling_factors()
     connected = ~graph.isolated
     phi = pt.zeros(graph.n)
