@@ -456,11 +456,10 @@ def bym2_effect(graph: Graph, *, sigma_prior: float, centered: bool, mean=0.0,
     Non-centred (thin data): ICAR by pairwise differences with a hard sum-to-zero
     constraint per component, mixed with unit normals.
     """
-    sparse = centered and bool((graph.sizes[graph.sizes > 1] > eigen_limit).any())
-    sigma = None if sparse else pm.HalfNormal("sigma_u", sigma_prior)
-    rho = pm.Beta("rho_bym2", *rho_prior)
     if centered:
-        return _bym2_marginal(sigma_prior if sparse else sigma, rho, graph, mean, eigen_limit)
+        return _bym2_marginal(sigma_prior, rho_prior, graph, mean, eigen_limit)
+    sigma = pm.HalfNormal("sigma_u", sigma_prior)
+    rho = pm.Beta("rho_bym2", *rho_prior)
     scale = graph.scaling_factors()
     connected = ~graph.isolated
     phi = pt.zeros(graph.n)
@@ -477,21 +476,24 @@ def bym2_effect(graph: Graph, *, sigma_prior: float, centered: bool, mean=0.0,
     return mean + shift + sd * pm.Normal("z_u", 0.0, 1.0, dims="area")
 
 
-def _bym2_marginal(sigma, rho, graph: Graph, mean=0.0,
-                   eigen_limit: int = EIGEN_LIMIT) -> pt.TensorVariable:
+def _bym2_marginal(sigma_prior: float, rho_prior: tuple[float, float], graph: Graph,
+                   mean=0.0, eigen_limit: int = EIGEN_LIMIT) -> pt.TensorVariable:
     """u ~ N(mean, sigma^2 [(1 - rho) I + rho Q^+ / s]) per component: the non-constant
     directions centred (the data pin them), the constant direction (variance
     sigma^2 (1 - rho), which vanishes as rho -> 1) non-centred so that no funnel forms.
-    Isolated areas: N(mean, sigma^2). `sigma` is sigma itself, or with components in
-    sparse form its prior scale (sigma is then sheared along their effects)."""
+    Isolated areas: N(mean, sigma^2). With components in sparse form, sigma is sheared
+    along their effects (`_sheared_sigma`)."""
     laplacian = graph.laplacian()
     mean = pt.as_tensor(mean) + pt.zeros(graph.n)
     members = {label: np.flatnonzero(graph.component == label)
                for label in np.flatnonzero(graph.sizes > 1)}
-    sparse = {label: _SparseComponent.build(rho, laplacian[m][:, m], label)
-              for label, m in members.items() if len(m) > eigen_limit}
+    large = [label for label, m in members.items() if len(m) > eigen_limit]
+    sigma = None if large else pm.HalfNormal("sigma_u", sigma_prior)
+    rho = pm.Beta("rho_bym2", *rho_prior)
+    sparse = {label: _SparseComponent.build(rho, laplacian[members[label]][:, members[label]],
+                                            label) for label in large}
     if sparse:
-        sigma = _sheared_sigma(float(sigma), rho, list(sparse.values()))
+        sigma = _sheared_sigma(sigma_prior, rho, list(sparse.values()))
     # The components' effects are set into zeros and the mean added after: PyTensor's
     # rewrite of set_subtensor(u[i], u[i] + a + b) into an increment kept a and dropped b,
     # which left each component's constant direction out of the likelihood.
