@@ -209,10 +209,10 @@ def product_model(data: BenchData, which: str = "product"):
         beta0 = pm.Normal("beta0", p.beta0.mu, p.beta0.sigma)
         beta1 = pm.Normal("beta1", p.beta1.mu, p.beta1.sigma)
         u = bym2_effect(data.graph, sigma_prior=p.sigma.sigma,
-                        centered=which in ("centred", "sparse"),
+                        centered=which in ("centred", "sparse"), mean=beta0 + beta1 * data.x,
                         rho_prior=(p.rho.alpha, p.rho.beta),
                         eigen_limit=0 if which == "sparse" else EIGEN_LIMIT)
-        eta = np.log(data.expected) + beta0 + beta1 * data.x + u
+        eta = np.log(data.expected) + u
         pm.Poisson("y", mu=pm.math.exp(eta), observed=data.y, dims="area")
     return model
 

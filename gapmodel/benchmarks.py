@@ -200,8 +200,9 @@ def scotland_bym2_model(data: ScotlandData, priors: Priors, *, centered: bool,
         beta0 = pm.Normal("beta0", priors.beta0.mu, priors.beta0.sigma)
         beta1 = pm.Normal("beta1", priors.beta1.mu, priors.beta1.sigma)
         u = bym2_effect(data.graph, sigma_prior=priors.sigma.sigma, centered=centered,
-                        rho_prior=(priors.rho.alpha, priors.rho.beta), eigen_limit=eigen_limit)
-        eta = np.log(data.expected) + beta0 + beta1 * x + u
+                        mean=beta0 + beta1 * x, rho_prior=(priors.rho.alpha, priors.rho.beta),
+                        eigen_limit=eigen_limit)
+        eta = np.log(data.expected) + u
         mu = pm.Deterministic("mu", pm.math.exp(eta), dims="area")
         pm.Poisson("y", mu=mu, observed=data.observed, dims="area")
     return model

@@ -484,14 +484,18 @@ def _bym2_marginal(sigma_prior: float, rho_prior: tuple[float, float], graph: Gr
     Isolated areas: N(mean, sigma^2). With components in sparse form, sigma is sheared
     along their effects (`_sheared_sigma`)."""
     laplacian = graph.laplacian()
-    mean = pt.as_tensor(mean) + pt.zeros(graph.n)
+    mean = pt.as_tensor(mean)
+    # a mean that varies by area also centres the sparse components' effects (build)
+    varying = mean.ndim > 0
+    mean = mean if varying else mean + pt.zeros(graph.n)
     members = {label: np.flatnonzero(graph.component == label)
                for label in np.flatnonzero(graph.sizes > 1)}
     large = [label for label, m in members.items() if len(m) > eigen_limit]
     sigma = None if large else pm.HalfNormal("sigma_u", sigma_prior)
     rho = pm.Beta("rho_bym2", *rho_prior)
     sparse = {label: _SparseComponent.build(rho, laplacian[members[label]][:, members[label]],
-                                            label) for label in large}
+                                            label, mean[members[label]] if varying else None)
+              for label in large}
     if sparse:
         sigma = _sheared_sigma(sigma_prior, rho, list(sparse.values()))
     # The components' effects are set into zeros and the mean added after: PyTensor's
@@ -536,12 +540,17 @@ class _SparseComponent:
     p: pt.TensorVariable
 
     @classmethod
-    def build(cls, rho, laplacian, label) -> _SparseComponent:
+    def build(cls, rho, laplacian, label, mean=None) -> _SparseComponent:
+        """With a `mean` that varies by area, d = v - (mean - its average) and v
+        (`d_u<label>`) is the non-constant part of u itself: a covariate then moves the
+        effects' prior instead of the counts' fit, so that given the effects the data no
+        longer pin its coefficient (hierarchical centring)."""
         n = laplacian.shape[0]
         log.info("BYM2: a component of %d areas is sampled centred in sparse form", n)
         scale = component_scaling(laplacian)
         shifted = ShiftedLaplacian.from_laplacian(laplacian)
-        d = pm.Flat(f"d_u{label}", shape=n, default_transform=ZeroSumTransform([-1]))
+        v = pm.Flat(f"d_u{label}", shape=n, default_transform=ZeroSumTransform([-1]))
+        d = v if mean is None else v - (mean - mean.mean())
         c = rho / (scale * (1 - rho))
         return cls(label, n, scale, shifted, d, c, shifted.quadratic(d, c))
 

@@ -25,8 +25,12 @@ def _graph() -> Graph:
     return Graph.from_edges(9, edges)
 
 
-def _model(graph: Graph, **kwargs) -> pm.Model:
+def _model(graph: Graph, covariate: bool = False, **kwargs) -> pm.Model:
+    """The effect alone, or around a mean beta0 + beta1 x that varies by area."""
     with pm.Model(coords={"area": np.arange(graph.n)}) as model:
+        if covariate:
+            x = np.random.default_rng(1).standard_normal(graph.n)
+            kwargs["mean"] = pm.Normal("beta0", 0.0, 1.0) + pm.Normal("beta1", 0.0, 1.0) * x
         bym2_effect(graph, sigma_prior=1.0, centered=True, **kwargs)
     return model
 
@@ -50,14 +54,15 @@ def test_centred_in_sparse_form_above_the_limit(caplog) -> None:
     assert "a component of 5 areas is sampled centred in sparse form" in caplog.text
 
 
-def test_sparse_form_is_the_eigenbasis_density() -> None:
+@pytest.mark.parametrize("covariate", [False, True])
+def test_sparse_form_is_the_eigenbasis_density(covariate: bool) -> None:
     """At the same u, sigma and rho the two forms' log densities differ by one constant
     (the eigenbasis's normalising terms), whatever the point: the sparse form's sigma,
     sampled as its log ratio to the scale its effects imply, keeps the same density."""
     lattice = grid_graph(6, 7)
     edges = np.concatenate([lattice.edges, [[42, 43], [43, 44], [42, 44]]])
     graph = Graph.from_edges(46, edges)  # a 42-area lattice, a triangle, an isolated area
-    eigen, sparse = _model(graph), _model(graph, eigen_limit=10)
+    eigen, sparse = _model(graph, covariate), _model(graph, covariate, eigen_limit=10)
     assert "w_u0" in eigen.named_vars and "d_u0" in sparse.named_vars
     eigen_logp, sparse_logp = eigen.compile_logp(), sparse.compile_logp()
     [u_value] = eigen.replace_rvs_by_values([eigen["u"]])
@@ -70,23 +75,28 @@ def test_sparse_form_is_the_eigenbasis_density() -> None:
     assert "sigma_u" not in {rv.name for rv in sparse.free_RVs}
     [sigma_value] = sparse.replace_rvs_by_values([sparse["sigma_u"]])
     sigma_fn = pytensor.function(sparse.value_vars, sigma_value, on_unused_input="ignore")
+    [u_sparse] = sparse.replace_rvs_by_values([sparse["u"]])
+    u_sparse_fn = pytensor.function(sparse.value_vars, u_sparse, on_unused_input="ignore")
     rng = np.random.default_rng(3)
     gaps = []
     for _ in range(6):
         point = eigen.initial_point()
         for name in point:
             point[name] = rng.normal(0.0, 0.7, size=np.shape(point[name]))
-        w = point["w_u0"]
-        deviation = vectors @ w
+        deviation = vectors @ point["w_u0"]
+        # the sparse form samples u's non-constant part: with a covariate, its mean's too
+        local = u_of(point)[members] - u_of(point)[members].mean()
         shifted = {k: v for k, v in point.items() if k not in ("w_u0", "sigma_u_log__")}
-        shifted["d_u0_zerosum__"] = transform.forward(pt.as_tensor(deviation)).eval()
+        shifted["d_u0_zerosum__"] = transform.forward(pt.as_tensor(local)).eval()
         shifted["sigma_u_sheared"] = np.array(0.0)
         implied = sigma_fn(*(shifted[v.name] for v in sparse.value_vars))
         shifted["sigma_u_sheared"] = point["sigma_u_log__"] - np.log(implied)
         np.testing.assert_allclose(sigma_fn(*(shifted[v.name] for v in sparse.value_vars)),
                                    np.exp(point["sigma_u_log__"]))
-        np.testing.assert_allclose(u_of(point)[members] - u_of(point)[members].mean(),
-                                   deviation)
+        if not covariate:
+            np.testing.assert_allclose(local, deviation)
+        np.testing.assert_allclose(u_sparse_fn(*(shifted[v.name] for v in sparse.value_vars)),
+                                   u_of(point))
         gaps.append(float(sparse_logp(shifted)) - float(eigen_logp(point)))
     assert np.ptp(gaps) < 1e-8, gaps
 
@@ -105,3 +115,23 @@ def test_every_components_constant_direction_reaches_the_likelihood(limit: int) 
     inputs = {v.name for v in explicit_graph_inputs([model.logp(vars=[model["y"]])])}
     assert {f"c_u{label}" for label in np.flatnonzero(graph.sizes > 1)} == \
         {name for name in inputs if name.startswith("c_u")}
+
+
+@pytest.mark.parametrize("limit", [2, 10])
+def test_one_solve_per_sparse_component_in_the_sampled_gradient(limit: int) -> None:
+    """PyMC clones every term that uses a sparse component's effects (the counts reach
+    them through sigma), and PyTensor's rewrites must merge the clones' solves again: a
+    mean that varies by area, written into the effects as zeros plus the mean, once left
+    two solves in nutpie's function, each gradient twice the cost."""
+    nutpie = pytest.importorskip("nutpie")
+    from gapmodel.shifted_laplacian import ShiftedQuadratic
+
+    edges = np.concatenate([grid_graph(6, 7).edges, [[42, 43], [43, 44], [42, 44]]])
+    graph = Graph.from_edges(46, edges)  # a 42-area lattice, a triangle, an isolated area
+    model = _model(graph, covariate=True, eigen_limit=limit)
+    with model:
+        pm.Poisson("y", mu=20 * pt.exp(0.1 + model["u"]), observed=np.arange(46) % 7 + 10)
+    compiled = nutpie.compile_pymc_model(model)
+    solves = [node for node in compiled.logp_func.maker.fgraph.apply_nodes
+              if isinstance(node.op, ShiftedQuadratic)]
+    assert len(solves) == int((graph.sizes[graph.sizes > 1] > limit).sum())
