@@ -24,6 +24,7 @@ import pymc as pm
 import pytensor
 import pytensor.tensor as pt
 from pymc.distributions.transforms import ZeroSumTransform
+from pytensor.compile.builders import OpFromGraph
 from scipy.special import expit, logit
 
 from gapmodel.data import Dataset
@@ -484,18 +485,14 @@ def _bym2_marginal(sigma_prior: float, rho_prior: tuple[float, float], graph: Gr
     Isolated areas: N(mean, sigma^2). With components in sparse form, sigma is sheared
     along their effects (`_sheared_sigma`)."""
     laplacian = graph.laplacian()
-    mean = pt.as_tensor(mean)
-    # a mean that varies by area also centres the sparse components' effects (build)
-    varying = mean.ndim > 0
-    mean = mean if varying else mean + pt.zeros(graph.n)
+    mean = pt.as_tensor(mean) + pt.zeros(graph.n)
     members = {label: np.flatnonzero(graph.component == label)
                for label in np.flatnonzero(graph.sizes > 1)}
     large = [label for label, m in members.items() if len(m) > eigen_limit]
     sigma = None if large else pm.HalfNormal("sigma_u", sigma_prior)
     rho = pm.Beta("rho_bym2", *rho_prior)
-    sparse = {label: _SparseComponent.build(rho, laplacian[members[label]][:, members[label]],
-                                            label, mean[members[label]] if varying else None)
-              for label in large}
+    sparse = {label: _SparseComponent.build(rho, laplacian, members[label], label,
+                                            mean) for label in large}
     if sparse:
         sigma = _sheared_sigma(sigma_prior, rho, list(sparse.values()))
     # The components' effects are set into zeros and the mean added after: PyTensor's
@@ -540,17 +537,19 @@ class _SparseComponent:
     p: pt.TensorVariable
 
     @classmethod
-    def build(cls, rho, laplacian, label, mean=None) -> _SparseComponent:
-        """With a `mean` that varies by area, d = v - (mean - its average) and v
-        (`d_u<label>`) is the non-constant part of u itself: a covariate then moves the
-        effects' prior instead of the counts' fit, so that given the effects the data no
-        longer pin its coefficient (hierarchical centring)."""
+    def build(cls, rho, laplacian, members: np.ndarray, label, mean) -> _SparseComponent:
+        """The component of `members` in the whole graph's `laplacian`, around u's `mean`
+        (by area). d = v - (the members' mean less its average): v (`d_u<label>`) is the
+        non-constant part of u itself, so that a covariate moves the effects' prior
+        instead of the counts' fit and given the effects the data no longer pin its
+        coefficient (hierarchical centring)."""
+        laplacian = laplacian[members][:, members]
         n = laplacian.shape[0]
         log.info("BYM2: a component of %d areas is sampled centred in sparse form", n)
         scale = component_scaling(laplacian)
         shifted = ShiftedLaplacian.from_laplacian(laplacian)
         v = pm.Flat(f"d_u{label}", shape=n, default_transform=ZeroSumTransform([-1]))
-        d = v if mean is None else v - (mean - mean.mean())
+        d = v - _centred_part(mean, members)
         c = rho / (scale * (1 - rho))
         return cls(label, n, scale, shifted, d, c, shifted.quadratic(d, c))
 
@@ -560,6 +559,16 @@ class _SparseComponent:
         pm.Potential(f"bym2_u{self.label}", -self.p / (2 * variance)
                      - (self.n - 1) / 2 * pt.log(variance) - self.shifted.log_det(self.c) / 2)
         return self.d
+
+
+def _centred_part(mean, members: np.ndarray) -> pt.TensorVariable:
+    """mean[members] less its average, as one op closed to PyTensor's rewrites. PyMC
+    copies every term that uses it (the counts reach it through sigma), and the rewrites
+    moved the index inside the sums that make the mean in some copies and not in others:
+    the copies of the solve that take it then no longer merged, two solves a gradient."""
+    whole = pt.vector(dtype=mean.dtype)
+    part = whole[members]
+    return OpFromGraph([whole], [part - part.mean()], inline=False)(mean)
 
 
 def _sheared_sigma(prior_scale: float, rho, parts: list[_SparseComponent]
