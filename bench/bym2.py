@@ -37,7 +37,8 @@ Models (rows):
                installs it), compiled afresh in every run. A note row when R or rstan is
                missing.
 
-Every row: 2 chains on 2 cores, tune = draws, target_accept (adapt_delta) 0.9, BLAS
+Every row: 2 chains on 2 cores, tune = draws (--tune sets PyMC's and nutpie's warm-up
+on its own), target_accept (adapt_delta) 0.9, BLAS
 single-threaded inside each chain as gapmodel.fit samples (--blas-threads 0 1 adds rows with
 the library's default, a thread per core in every chain), only the hyperparameters stored
 (the area effects' draws would cost N x 2 x draws x 8 bytes each).
@@ -273,13 +274,16 @@ def stan_data(data: BenchData, scale: np.ndarray) -> dict:
 # -- one run -------------------------------------------------------------------------------
 
 def run_one(areas: int, model: str, draws: int, seed: int, islands: bool,
-            adaptation: str = "diag", blas: int = 1, maxdepth: int = 10) -> dict:
+            adaptation: str = "diag", blas: int = 1, maxdepth: int = 10,
+            tune: int | None = None) -> dict:
     """Simulate, fit once in this process (and its children) and measure it; `blas`
-    threads per chain (0: the library's default, one per core)."""
+    threads per chain (0: the library's default, one per core); `tune` warm-up steps per
+    chain (default: `draws`; Stan's always `draws`)."""
     data = simulate(areas, seed, islands)
     with PeakMemory() as memory, limit_blas(blas):
         fit = _fit_stan(data, draws, seed) if model == "stan" else \
-            _fit_pymc(model, data, draws, seed, adaptation, maxdepth)
+            _fit_pymc(model, data, draws, seed, adaptation, maxdepth,
+                      draws if tune is None else tune)
     posterior, n = fit.pop("posterior"), data.graph.n
     least, worst = min_ess(posterior, list(HYPER))
     import arviz as az
@@ -301,7 +305,7 @@ def run_one(areas: int, model: str, draws: int, seed: int, islands: bool,
 
 
 def _fit_pymc(which: str, data: BenchData, draws: int, seed: int,
-              adaptation: str = "diag", maxdepth: int = 10) -> dict:
+              adaptation: str = "diag", maxdepth: int = 10, tune: int = 1000) -> dict:
     import pymc as pm
 
     names = NAMES[which]
@@ -314,7 +318,7 @@ def _fit_pymc(which: str, data: BenchData, draws: int, seed: int,
         compiled = nutpie.compile_pymc_model(model, var_names=list(names.values()))
         compile_s = time.perf_counter() - start - build_s
         t0 = time.perf_counter()
-        idata = nutpie.sample(compiled, draws=draws, tune=draws, chains=CHAINS, cores=CHAINS,
+        idata = nutpie.sample(compiled, draws=draws, tune=tune, chains=CHAINS, cores=CHAINS,
                               seed=seed, target_accept=TARGET_ACCEPT, progress_bar=False,
                               adaptation=adaptation, maxdepth=maxdepth)
     else:
@@ -322,7 +326,7 @@ def _fit_pymc(which: str, data: BenchData, draws: int, seed: int,
         compile_s = time.perf_counter() - start - build_s
         t0 = time.perf_counter()
         with model:
-            idata = pm.sample(draws=draws, tune=draws, chains=CHAINS, cores=CHAINS,
+            idata = pm.sample(draws=draws, tune=tune, chains=CHAINS, cores=CHAINS,
                               nuts_sampler="pymc", target_accept=TARGET_ACCEPT,
                               random_seed=seed, progressbar=False, var_names=list(names.values()),
                               discard_tuned_samples=False, compute_convergence_checks=False)
@@ -376,6 +380,8 @@ def main() -> None:
     parser.add_argument("--areas", nargs="+", type=int, default=[1000, 3000, 10000, 33000])
     parser.add_argument("--models", nargs="+", choices=MODELS, default=list(MODELS))
     parser.add_argument("--draws", type=int, default=1000, help="tune and draws per chain")
+    parser.add_argument("--tune", type=int, default=None,
+                        help="PyMC and nutpie rows: warm-up steps per chain (default: --draws)")
     parser.add_argument("--seed", type=int, default=1, help="data and sampler seed")
     parser.add_argument("--no-islands", action="store_true",
                         help="one connected component, no isolated areas")
@@ -391,9 +397,10 @@ def main() -> None:
     if args.one:
         print(json.dumps(run_one(args.areas[0], args.models[0], args.draws, args.seed,
                                  not args.no_islands, args.adaptation, args.blas_threads[0],
-                                 args.maxdepth)))
+                                 args.maxdepth, args.tune)))
         return
-    print(machine_line(args.parallel, args.draws) + f"; nutpie adaptation {args.adaptation}, "
+    print(machine_line(args.parallel, args.draws, args.tune)
+          + f"; nutpie adaptation {args.adaptation}, "
           f"maxdepth {args.maxdepth}", flush=True)
     runs = [(areas, model, blas) for areas in args.areas for model in args.models
             for blas in args.blas_threads]
@@ -416,6 +423,8 @@ def _run(areas: int, model: str, blas: int, args: argparse.Namespace) -> dict:
                "--draws", str(args.draws), "--seed", str(args.seed),
                "--adaptation", args.adaptation, "--blas-threads", str(blas),
                "--maxdepth", str(args.maxdepth)]
+        if args.tune is not None:
+            cmd += ["--tune", str(args.tune)]
         if args.no_islands:
             cmd.append("--no-islands")
         row = run_child(cmd, label, args.timeout, dict(os.environ))

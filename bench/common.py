@@ -22,13 +22,18 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def machine_line(parallel: int, draws: int | None) -> str:
+def machine_line(parallel: int, draws: int | None, tune: int | None = None) -> str:
     """The machine, with the cores this process may use (not all the host has), and the
-    run's lengths where it samples (`draws`: tune and draws per chain)."""
+    run's lengths where it samples (`draws` per chain, and as many warm-up steps unless
+    `tune` says otherwise)."""
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     line = (f"machine: {platform.processor() or platform.machine()}, {cores} usable cores; "
             f"{parallel} run(s) at a time")
-    return line if draws is None else f"{line}; tune = draws = {draws} per chain"
+    if draws is None:
+        return line
+    if tune is None or tune == draws:
+        return f"{line}; tune = draws = {draws} per chain"
+    return f"{line}; tune {tune}, draws {draws} per chain"
 
 
 def has_module(module: str) -> bool:
