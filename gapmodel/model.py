@@ -524,9 +524,9 @@ def _eigen_deviation(sigma, rho, laplacian, label) -> pt.TensorVariable:
 
 @dataclass(frozen=True)
 class _SparseComponent:
-    """A component's non-constant directions d (sum zero) sampled as themselves, with the
-    BYM2 density in sparse form (`gapmodel.shifted_laplacian`): p = c d'Q (Q + cI)^{-1} d,
-    c = rho / (s (1 - rho))."""
+    """A component's non-constant directions d (sum zero; sampled through u's own, `build`)
+    with the BYM2 density in sparse form (`gapmodel.shifted_laplacian`):
+    p = c d'Q (Q + cI)^{-1} d, c = rho / (s (1 - rho))."""
 
     label: int
     n: int
