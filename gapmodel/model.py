@@ -501,7 +501,8 @@ def _bym2_marginal(sigma_prior: float, rho_prior: tuple[float, float], graph: Gr
     effect = pt.zeros(graph.n)
     for label, m in members.items():
         deviation = sparse[label].deviation(sigma, rho) if label in sparse \
-            else _eigen_deviation(sigma, rho, laplacian[m][:, m], label)
+            else _eigen_deviation(sigma, rho, laplacian[m][:, m], label,
+                                  _centred_part(mean, m))
         c = pm.Normal(f"c_u{label}", 0.0, 1.0)
         constant = sigma * pt.sqrt(1 - rho) * c / np.sqrt(len(m))
         effect = pt.set_subtensor(effect[m], deviation + constant)
@@ -513,13 +514,16 @@ def _bym2_marginal(sigma_prior: float, rho_prior: tuple[float, float], graph: Gr
     return pm.Deterministic("u", u, dims="area")
 
 
-def _eigen_deviation(sigma, rho, laplacian, label) -> pt.TensorVariable:
-    """A component's non-constant directions in its dense Laplacian eigenbasis."""
+def _eigen_deviation(sigma, rho, laplacian, label, centred_mean) -> pt.TensorVariable:
+    """A component's non-constant directions in its dense Laplacian eigenbasis, sampled
+    as u's own, as the sparse form's are (`_SparseComponent.build`): the coordinates w
+    of u's non-constant part, around those of the members' mean less its average."""
     values, vectors = np.linalg.eigh(laplacian.toarray())
     values, vectors = values[1:], vectors[:, 1:]  # values[0] ~ 0: the constant vector
     scale = float(np.exp(np.mean(np.log((vectors ** 2 / values).sum(axis=1)))))
     sd = sigma * pt.sqrt((1 - rho) + rho / (scale * values))
-    return pt.dot(vectors, pm.Normal(f"w_u{label}", 0.0, sd, shape=len(values)))
+    w = pm.Normal(f"w_u{label}", pt.dot(vectors.T, centred_mean), sd, shape=len(values))
+    return pt.dot(vectors, w) - centred_mean
 
 
 @dataclass(frozen=True)
