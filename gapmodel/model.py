@@ -491,8 +491,11 @@ def _bym2_marginal(sigma_prior: float, rho_prior: tuple[float, float], graph: Gr
     large = [label for label, m in members.items() if len(m) > eigen_limit]
     sigma = None if large else pm.HalfNormal("sigma_u", sigma_prior)
     rho = pm.Beta("rho_bym2", *rho_prior)
-    sparse = {label: _SparseComponent.build(rho, laplacian, members[label], label,
-                                            mean) for label in large}
+    # each component's effects are sampled as u's own non-constant part: around the
+    # non-constant part of its mean (hierarchical centring)
+    centred = {label: _centred_part(mean, m) for label, m in members.items()}
+    sparse = {label: _SparseComponent.build(rho, laplacian[members[label]][:, members[label]],
+                                            label, centred[label]) for label in large}
     if sparse:
         sigma = _sheared_sigma(sigma_prior, rho, list(sparse.values()))
     # The components' effects are set into zeros and the mean added after: PyTensor's
@@ -501,8 +504,7 @@ def _bym2_marginal(sigma_prior: float, rho_prior: tuple[float, float], graph: Gr
     effect = pt.zeros(graph.n)
     for label, m in members.items():
         deviation = sparse[label].deviation(sigma, rho) if label in sparse \
-            else _eigen_deviation(sigma, rho, laplacian[m][:, m], label,
-                                  _centred_part(mean, m))
+            else _eigen_deviation(sigma, rho, laplacian[m][:, m], label, centred[label])
         c = pm.Normal(f"c_u{label}", 0.0, 1.0)
         constant = sigma * pt.sqrt(1 - rho) * c / np.sqrt(len(m))
         effect = pt.set_subtensor(effect[m], deviation + constant)
@@ -541,19 +543,17 @@ class _SparseComponent:
     p: pt.TensorVariable
 
     @classmethod
-    def build(cls, rho, laplacian, members: np.ndarray, label, mean) -> _SparseComponent:
-        """The component of `members` in the whole graph's `laplacian`, around u's `mean`
-        (by area). d = v - (the members' mean less its average): v (`d_u<label>`) is the
-        non-constant part of u itself, so that a covariate moves the effects' prior
+    def build(cls, rho, laplacian, label, centred_mean) -> _SparseComponent:
+        """d = v - centred_mean (the members' mean less its average): v (`d_u<label>`) is
+        the non-constant part of u itself, so that a covariate moves the effects' prior
         instead of the counts' fit and given the effects the data no longer pin its
         coefficient (hierarchical centring)."""
-        laplacian = laplacian[members][:, members]
         n = laplacian.shape[0]
         log.info("BYM2: a component of %d areas is sampled centred in sparse form", n)
         scale = component_scaling(laplacian)
         shifted = ShiftedLaplacian.from_laplacian(laplacian)
         v = pm.Flat(f"d_u{label}", shape=n, default_transform=ZeroSumTransform([-1]))
-        d = v - _centred_part(mean, members)
+        d = v - centred_mean
         c = rho / (scale * (1 - rho))
         return cls(label, n, scale, shifted, d, c, shifted.quadratic(d, c))
 
