@@ -25,6 +25,12 @@ def _graph() -> Graph:
     return Graph.from_edges(9, edges)
 
 
+def _lattice_graph(order: np.ndarray | None = None) -> Graph:
+    """A 42-area lattice, a triangle and an isolated area (areas renumbered by `order`)."""
+    edges = np.concatenate([grid_graph(6, 7).edges, [[42, 43], [43, 44], [42, 44]]])
+    return Graph.from_edges(46, edges if order is None else order[edges])
+
+
 def _model(graph: Graph, covariate: bool = False, **kwargs) -> pm.Model:
     """The effect alone, or around a mean beta0 + X beta that varies by area."""
     with pm.Model(coords={"area": np.arange(graph.n)}) as model:
@@ -60,9 +66,7 @@ def test_sparse_form_is_the_eigenbasis_density(covariate: bool) -> None:
     """At the same u, sigma and rho the two forms' log densities differ by one constant
     (the eigenbasis's normalising terms), whatever the point: the sparse form's sigma,
     sampled as its log ratio to the scale its effects imply, keeps the same density."""
-    lattice = grid_graph(6, 7)
-    edges = np.concatenate([lattice.edges, [[42, 43], [43, 44], [42, 44]]])
-    graph = Graph.from_edges(46, edges)  # a 42-area lattice, a triangle, an isolated area
+    graph = _lattice_graph()
     eigen, sparse = _model(graph, covariate), _model(graph, covariate, eigen_limit=10)
     assert "w_u0" in eigen.named_vars and "d_u0" in sparse.named_vars
     eigen_logp, sparse_logp = eigen.compile_logp(), sparse.compile_logp()
@@ -107,8 +111,7 @@ def test_every_components_constant_direction_reaches_the_likelihood(limit: int) 
     """Each component's mean (c_u) moves the counts' log density: a rewrite of the
     set_subtensor that placed it once dropped it from the likelihood, silently (as it did
     on this graph: a lattice, a triangle and an isolated area, the areas shuffled)."""
-    edges = np.concatenate([grid_graph(6, 7).edges, [[42, 43], [43, 44], [42, 44]]])
-    graph = Graph.from_edges(46, np.random.default_rng(0).permutation(46)[edges])
+    graph = _lattice_graph(np.random.default_rng(0).permutation(46))
     with pm.Model(coords={"area": np.arange(graph.n)}) as model:
         u = bym2_effect(graph, sigma_prior=1.0, centered=True, eigen_limit=limit)
         pm.Poisson("y", mu=20 * pt.exp(0.1 + u), observed=np.arange(graph.n) % 7 + 10,
@@ -128,8 +131,7 @@ def test_one_solve_per_sparse_component_in_the_sampled_gradient(limit: int) -> N
     nutpie = pytest.importorskip("nutpie")
     from gapmodel.shifted_laplacian import ShiftedQuadratic
 
-    edges = np.concatenate([grid_graph(6, 7).edges, [[42, 43], [43, 44], [42, 44]]])
-    graph = Graph.from_edges(46, edges)  # a 42-area lattice, a triangle, an isolated area
+    graph = _lattice_graph()
     model = _model(graph, covariate=True, eigen_limit=limit)
     with model:
         pm.Binomial("y", n=200, p=pm.math.sigmoid(model["u"]), observed=np.arange(46) % 7 + 10)
