@@ -72,8 +72,9 @@ class VersionDetail(VersionSummary):
     packages: dict[str, str]
     start: dict[str, str] = Field(description="how the sampler started: kind 'cold', "
                                   "'warm' (from: the version whose posterior gave the mass "
-                                  "matrix) or 'pilot'; reason where a warm start was not "
-                                  "possible")
+                                  "matrix) or 'pilot' (method: 'pathfinder' where Pathfinder's "
+                                  "approximation gave it, else a short run); reason where "
+                                  "a warm start was not possible")
     timings: dict[str, float | None]
     files: dict[str, str] = Field(description="SHA-256 per artefact file")
     history: list[dict[str, Any]]

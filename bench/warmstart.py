@@ -8,6 +8,8 @@
     .venv/bin/python bench/warmstart.py --no-cold --revisions 8a90125 HEAD   # two commits
     .venv/bin/python bench/warmstart.py --no-cold --pilot --pilot-maxdepth 10 5 \
         --seeds 1 2 3                                  # the pilot's tree depth, 3 seeds
+    .venv/bin/python bench/warmstart.py --no-cold --pilot --pilot-method nuts pathfinder \
+        --fresh-cache --seeds 1 2 3                    # a short run against Pathfinder
 
 Samples each spec twice or more, each in a fresh process, one after the other, on the same
 data as its active version in the registry: cold (the spec's sampler and lengths: nutpie,
@@ -22,8 +24,11 @@ one), ESS per second, gradients per draw after warm-up, the mean step size, dive
 and whether the gate's ESS, R-hat and divergence checks pass (the national gap, which
 the gate also checks, needs the derive step: bench/derive.py). `--revisions` runs each
 row with the library as it was at each git revision (the `rev` column); `--pilot-maxdepth`
-gives the pilot rows nutpie's maximum tree depth (a row per value), `--seeds` repeats
-every row with each seed in place of the spec's.
+gives the pilot rows nutpie's maximum tree depth (a row per value), `--pilot-method` their
+method (a row per value: `nuts`, a short run, 300 + 200 unless the spec's pilot is one, or
+`pathfinder`, whose warm run tunes 400 steps unless the spec's pilot is one),
+`--seeds` repeats every row with each seed in place of the spec's, and `--fresh-cache`
+gives each row an empty PyTensor compile directory, as on a fresh install.
 """
 
 from __future__ import annotations
@@ -32,6 +37,7 @@ import argparse
 import json
 import os
 import sys
+import tempfile
 import time
 from itertools import product
 from pathlib import Path
@@ -46,10 +52,15 @@ from common import (
     run_at,
 )
 
+#: a pilot's tune where its method is not the spec's pilot's: the NUTS pilot's warm-up,
+#: or the warm run's (adapting its mass matrix) after Pathfinder
+PILOT_TUNE = {"nuts": 300, "pathfinder": 400}
+
 
 def run_one(spec_path: str, data_dir: str, registry: str, warm: tuple[int, int] | None,
             target_accept: float | None = None, pilot: tuple[int, ...] | None = None,
-            maxdepth: int | None = None, seed: int | None = None) -> dict:
+            maxdepth: int | None = None, seed: int | None = None,
+            method: str | None = None) -> dict:
     """One row: cold (`warm` None), warm from the active version (`warm` its lengths), or
     a first fit through a pilot (`pilot`: () for the spec's, or its (tune, draws); `warm`
     the warm lengths)."""
@@ -75,6 +86,9 @@ def run_one(spec_path: str, data_dir: str, registry: str, warm: tuple[int, int] 
         if pilot is not None:
             pilot_settings = PilotSettings(tune=pilot[0], draws=pilot[1]) if pilot else \
                 s.pilot or PilotSettings()
+            if method and method != pilot_settings.method:
+                pilot_settings = PilotSettings(method=method, tune=PILOT_TUNE[method]) \
+                    if not pilot else pilot_settings.model_copy(update={"method": method})
             if maxdepth:
                 pilot_settings = pilot_settings.model_copy(update={"maxdepth": maxdepth})
         s = s.model_copy(update={"warm_start": settings, "pilot": pilot_settings})
@@ -105,6 +119,8 @@ def run_one(spec_path: str, data_dir: str, registry: str, warm: tuple[int, int] 
     p = spec.sampler.pilot
     start_label = f"pilot {p.tune}+{p.draws}" if pilot is not None and p else \
         "warm" if warm else "cold"
+    if pilot is not None and p and p.method == "pathfinder":
+        start_label, tune = "pathfinder", p.tune
     if pilot is not None and p and p.maxdepth:
         start_label += f" d{p.maxdepth}"
     return {"spec": spec.name, "start": start_label, "seed": s.seed,
@@ -139,15 +155,24 @@ def main() -> None:
                              "(0: the spec's)")
     parser.add_argument("--seeds", nargs="+", type=int, default=[0],
                         help="repeat every row with each seed (0: the spec's)")
+    parser.add_argument("--pilot-method", nargs="+", default=[""],
+                        choices=["", "nuts", "pathfinder"],
+                        help="the pilot rows' method, a row per value (default: the spec's)")
+    parser.add_argument("--fresh-cache", action="store_true",
+                        help="each row compiles into an empty PyTensor compile directory")
     add_revisions_option(parser)
     parser.add_argument("--one", nargs="*", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.one is not None:
         warm = tuple(args.one) if args.one else None
         pilot = tuple(args.pilot) if args.pilot is not None else None
-        print(json.dumps(run_one(args.specs[0], args.data, args.registry, warm,
-                                 args.target_accept, pilot, args.pilot_maxdepth[0] or None,
-                                 args.seeds[0] or None)))
+        with tempfile.TemporaryDirectory(prefix="pytensor-") as compiledir:
+            if args.fresh_cache:  # read when pytensor is first imported, inside run_one
+                os.environ["PYTENSOR_FLAGS"] = f"compiledir={compiledir}"
+            row = run_one(args.specs[0], args.data, args.registry, warm, args.target_accept,
+                          pilot, args.pilot_maxdepth[0] or None, args.seeds[0] or None,
+                          args.pilot_method[0] or None)
+        print(json.dumps(row))
         return
     if args.warm and len(args.warm) % 2:
         parser.error("--warm takes (tune, draws) pairs")
@@ -160,13 +185,19 @@ def main() -> None:
     with checkouts(args.revisions) as trees:
         for spec in args.specs:
             warm_rows = _warm_rows(spec, args.warm, args.no_cold)
-            runs = [(w, None, 0) for w in warm_rows] + [
-                (w, p, d) for p in pilots for d in args.pilot_maxdepth for w in warm_rows if w]
+            runs = [(w, None, 0, "") for w in warm_rows] + [
+                (w, p, d, m) for p in pilots for m in args.pilot_method
+                for d in args.pilot_maxdepth for w in warm_rows if w]
             # seeds outermost: each seed's rows run next to each other on the machine
-            for seed, (warm, pilot, depth), rev in product(args.seeds, runs, args.revisions):
+            for seed, (warm, pilot, depth, method), rev in product(args.seeds, runs,
+                                                                    args.revisions):
                 cmd = [sys.executable, __file__, "--specs", spec, "--data", args.data,
                        "--registry", args.registry, "--pilot-maxdepth", str(depth),
                        "--seeds", str(seed), "--one", *map(str, warm or ())]
+                if method:
+                    cmd += ["--pilot-method", method]
+                if args.fresh_cache:
+                    cmd += ["--fresh-cache"]
                 if args.target_accept:
                     cmd += ["--target-accept", str(args.target_accept)]
                 if pilot is not None:

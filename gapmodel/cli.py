@@ -206,6 +206,9 @@ def _sampling_plan(spec, start_from, approximate: bool) -> str:
     warm = f"{s.chains} chains x ({s.warm_start.tune} tune + {s.warm_start.draws} draws)"
     if start_from is not None:
         return f"PyMC's NUTS from version {start_from[0]}'s posterior: {warm}"
+    if s.pilot.method == "pathfinder":
+        return (f"Pathfinder, then PyMC's NUTS adapting its covariance: {s.chains} chains x "
+                f"({s.pilot.tune} tune + {s.warm_start.draws} draws)")
     return (f"a {s.name} pilot, {s.chains} chains x ({s.pilot.tune} tune + {s.pilot.draws} "
             f"draws), then PyMC's NUTS under its covariance: {warm}")
 

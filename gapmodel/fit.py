@@ -18,7 +18,7 @@ from threadpoolctl import threadpool_limits
 from gapmodel.data import Dataset
 from gapmodel.model import HYPERPARAMETERS, ModelData, build_model
 from gapmodel.spec import ModelSpec, WarmStartSettings
-from gapmodel.warmstart import WarmStart, WarmStartError, warm_start
+from gapmodel.warmstart import WarmStart, WarmStartError, pathfinder_start, warm_start
 
 log = logging.getLogger(__name__)
 
@@ -56,7 +56,8 @@ class FitResult:
     timings: dict[str, float] = field(default_factory=dict)
     method: str = "nuts"
     #: how the sampler started: {"kind": "warm", "from": version id}, {"kind": "pilot"}
-    #: (warm from a short run of its own) or {"kind": "cold"}; with a "reason" where a
+    #: (warm from a short run of its own; "method": "pathfinder" from Pathfinder's
+    #: approximation instead) or {"kind": "cold"}; with a "reason" where a
     #: warm start from an earlier version was asked for and not possible
     start: dict[str, str] = field(default_factory=lambda: {"kind": "cold"})
 
@@ -81,7 +82,8 @@ def sample(model: pm.Model, spec: ModelSpec, progress: bool = True,
             settings = s.warm_start or WarmStartSettings()
             step = pm.NUTS(vars=model.value_vars, potential=warm.potential(),
                            target_accept=settings.target_accept or s.target_accept)
-            return pm.sample(draws=settings.draws, tune=settings.tune, step=step,
+            tune = settings.tune if warm.adapt_tune is None else warm.adapt_tune
+            return pm.sample(draws=settings.draws, tune=tune, step=step,
                              initvals=warm.initvals(s.chains), **common)
         nuts = {"adaptation": s.adaptation} if s.adaptation != "diag" else {}
         if s.maxdepth is not None:
@@ -275,6 +277,9 @@ def _warm_start_or_pilot(model: pm.Model, spec: ModelSpec,
             log.warning(note["reason"])
     if s.pilot is None:
         return None, {"kind": "cold", **note}
+    if s.pilot.method == "pathfinder":
+        return (pathfinder_start(model, s.chains, s.seed, s.pilot.tune),
+                {"kind": "pilot", "method": "pathfinder", **note})
     lengths = {"tune": s.pilot.tune, "draws": s.pilot.draws,
                "maxdepth": s.pilot.maxdepth or s.maxdepth}
     pilot = sample(model, spec.model_copy(update={"sampler": s.model_copy(update=lengths)}),

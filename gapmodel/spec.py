@@ -102,11 +102,15 @@ class WarmStartSettings(_Spec):
 
 
 class PilotSettings(_Spec):
-    """A first fit's short run with the spec's own sampler, where no earlier version gives
-    a warm start: its draws' covariance is the warm start's mass matrix."""
+    """Where no earlier version gives a warm start, what gives a first fit its mass matrix
+    and starting points: a short run with the spec's own sampler (nuts), whose draws'
+    covariance is the warm start's mass matrix; or Pathfinder's Gaussian approximation
+    (pathfinder), which the warm run then adapts over its first `tune` steps."""
 
-    tune: int = Field(300, ge=0)
-    draws: int = Field(200, ge=100)
+    method: Literal["nuts", "pathfinder"] = "nuts"
+    tune: int = Field(300, ge=0, description="nuts: the pilot's warm-up; pathfinder: the "
+                      "warm run's, in place of warm_start.tune, adapting the mass matrix")
+    draws: int = Field(200, ge=100, description="nuts: the pilot's draws")
     maxdepth: int | None = Field(
         None, ge=3, le=10, description="nutpie's maximum tree depth in the pilot (none: "
         "the sampler's): caps the deep trees of its early warm-up")

@@ -13,6 +13,11 @@ The matrix is dense over the small variables (intercepts, group effects, coeffic
 scales: a few dozen coordinates, well estimated from thousands of draws) and diagonal over
 the large ones (per-area vectors), whose dense covariance could not be estimated from the
 draws and would make every leapfrog step cost as much as a gradient.
+
+A first fit has no earlier posterior. `pathfinder_start` takes the starting points and a
+first matrix of the same shape from Pathfinder's Gaussian approximation
+(`gapmodel.pathfinder`), which tends to be too narrow, so that run's tuning also adapts
+the matrix to its own draws (`AdaptiveBlockPotential`, over Stan's windows).
 """
 
 from __future__ import annotations
@@ -23,8 +28,11 @@ import numpy as np
 import pymc as pm
 import pytensor.tensor as pt
 import xarray as xr
+from pymc.blocking import DictToArrayBijection, RaveledVars
 from pymc.step_methods.hmc.quadpotential import QuadPotential
 from scipy import linalg
+
+from gapmodel.pathfinder import pathfinder
 
 #: Variables up to this many coordinates join the dense block of the mass matrix...
 DENSE_VARIABLE_SIZE = 32
@@ -45,8 +53,14 @@ class WarmStart:
     block_cov: np.ndarray  # the block's covariance
     variance: np.ndarray  # every coordinate's variance (the block's entries unused)
     points: list[dict[str, np.ndarray]]  # per earlier chain: its last draw, by variable
+    #: the run's tuning steps, over which it adapts the matrix; None: the spec's warm-start
+    #: tuning, the matrix fixed
+    adapt_tune: int | None = None
 
     def potential(self, rng=None) -> BlockPotential:
+        if self.adapt_tune is not None:
+            return AdaptiveBlockPotential(self.dense, self.block_cov, self.variance,
+                                          self.adapt_tune, rng=rng)
         return BlockPotential(self.dense, self.block_cov, self.variance, rng=rng)
 
     def initvals(self, chains: int) -> list[dict[str, np.ndarray]]:
@@ -88,12 +102,7 @@ def warm_start(model: pm.Model, posterior: xr.Dataset, source: str) -> WarmStart
     n = flat.shape[0]
     if n < 100:
         raise WarmStartError(f"the earlier posterior has only {n} draws (needs 100)")
-    offsets = np.concatenate([[0], np.cumsum(sizes)])
-    dense: list[int] = []
-    for k, size in enumerate(sizes):
-        if size <= DENSE_VARIABLE_SIZE and len(dense) + size <= DENSE_BLOCK_LIMIT:
-            dense += range(offsets[k], offsets[k + 1])
-    index = np.array(dense, dtype=int)
+    index = _dense_positions(sizes)
     variance = flat.var(axis=0)
     if not np.all(np.isfinite(variance)) or variance.min() <= 0:
         raise WarmStartError("the earlier posterior has a coordinate that does not vary")
@@ -105,6 +114,65 @@ def warm_start(model: pm.Model, posterior: xr.Dataset, source: str) -> WarmStart
               for c in range(chains)]
     return WarmStart(source=source, dense=index, block_cov=block, variance=variance,
                      points=points)
+
+
+def pathfinder_start(model: pm.Model, chains: int, seed: int, tune: int) -> WarmStart:
+    """A first fit's start without an earlier posterior: Pathfinder's approximation from a
+    jittered initial point gives each chain its starting point (a draw) and the mass
+    matrix to begin from, which the run adapts over its `tune` steps."""
+    rng = np.random.default_rng(seed)
+    logp_grad = model.logp_dlogp_function(ravel_inputs=True)
+    logp_grad.set_extra_values({})
+    initial = model.initial_point(random_seed=seed)
+    layout = [(v.name, initial[v.name].shape, initial[v.name].size, initial[v.name].dtype)
+              for v in model.value_vars]
+    start = DictToArrayBijection.map({name: initial[name] for name, *_ in layout}).data
+    approx = pathfinder(logp_grad, start + rng.uniform(-2, 2, size=start.size), rng)
+    index = _dense_positions([size for _, _, size, _ in layout])
+    draws = approx.draw(rng.standard_normal((chains, start.size)))
+    points = [_constrained(model, DictToArrayBijection.rmap(RaveledVars(d, layout)))
+              for d in draws]
+    return WarmStart(source="pathfinder", dense=index, block_cov=approx.covariance(index),
+                     variance=approx.variance(), points=points, adapt_tune=tune)
+
+
+def _dense_positions(sizes: list[int]) -> np.ndarray:
+    """Positions in the flattened coordinates of the variables in the dense block."""
+    offsets = np.concatenate([[0], np.cumsum(sizes)])
+    dense: list[int] = []
+    for k, size in enumerate(sizes):
+        if size <= DENSE_VARIABLE_SIZE and len(dense) + size <= DENSE_BLOCK_LIMIT:
+            dense += range(offsets[k], offsets[k + 1])
+    return np.array(dense, dtype=int)
+
+
+def _constrained(model: pm.Model, point: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """A point in the sampler's coordinates (by value variable) as each free variable's
+    own value (by name), the form of PyMC's initvals."""
+    out = {}
+    for rv in model.free_RVs:
+        value = point[model.rvs_to_values[rv].name]
+        transform = model.rvs_to_transforms[rv]
+        if transform is not None:
+            value = transform.backward(pt.as_tensor(value), *rv.owner.inputs).eval()
+        out[rv.name] = np.asarray(value)
+    return out
+
+
+def adaptation_windows(tune: int) -> list[tuple[int, int]]:
+    """Stan's slow adaptation windows over `tune` steps, as (first, past-last) steps: after
+    75 steps of settling, windows of 25, 50, 100, ... (the last taking what is left) up to
+    50 steps before the end; over runs shorter than 150, 15% and 10% instead of 75 and 50."""
+    settle, end, size = 75, tune - 50, 25
+    if tune < 150:
+        settle, end = int(0.15 * tune), tune - int(0.1 * tune)
+        size = end - settle
+    windows, first = [], settle
+    while first < end:
+        last = first + size if first + 3 * size <= end else end
+        windows.append((first, last))
+        first, size = last, 2 * size
+    return windows
 
 
 class BlockPotential(QuadPotential):
@@ -150,3 +218,47 @@ class BlockPotential(QuadPotential):
         return self.energy(x, v_out)
 
     __call__ = random
+
+
+class AdaptiveBlockPotential(BlockPotential):
+    """A block potential that re-estimates its matrix while tuning: at the end of each of
+    `adaptation_windows(tune)` from that window's draws (the variances and the block's
+    covariance), blended with the estimate before it as if that were `prior_draws`
+    draws. Fixed after tuning, as NUTS needs."""
+
+    def __init__(self, dense: np.ndarray, block_cov: np.ndarray, variance: np.ndarray,
+                 tune: int, prior_draws: int = 10, dtype=None, rng=None):
+        super().__init__(dense, block_cov, variance, dtype=dtype, rng=rng)
+        self._start = (np.array(block_cov, dtype=float), np.array(variance, dtype=float))
+        self._windows = adaptation_windows(tune)
+        self._prior_draws = prior_draws
+        self.reset()
+
+    def reset(self) -> None:
+        self._set(*self._start)
+        self._step = 0
+        self._window: list[np.ndarray] = []
+
+    def update(self, sample, grad, tune) -> None:
+        if not tune:
+            return
+        step, self._step = self._step, self._step + 1
+        for first, last in self._windows:
+            if first <= step < last:
+                self._window.append(np.array(sample, dtype=float))
+                if step == last - 1:
+                    self._adapt(np.array(self._window))
+                    self._window = []
+
+    def _adapt(self, draws: np.ndarray) -> None:
+        n, w = len(draws), self._prior_draws
+        block = np.cov(draws[:, self._dense].T).reshape(len(self._dense), len(self._dense))
+        self._set((n * block + w * self._cov) / (n + w),
+                  (n * draws.var(axis=0) + w * self._full_variance) / (n + w))
+
+    def _set(self, block_cov: np.ndarray, variance: np.ndarray) -> None:
+        self._cov = np.asarray(block_cov, dtype=self.dtype)
+        self._chol = linalg.cholesky(self._cov, lower=True) if len(self._dense) else \
+            np.zeros((0, 0))
+        self._full_variance = np.asarray(variance, dtype=self.dtype)
+        self._var = self._full_variance[self._rest]

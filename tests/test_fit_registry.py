@@ -229,6 +229,22 @@ def test_first_fit_warm_starts_from_a_pilot_run(tiny):
     assert mismatched.start["kind"] == "pilot" and "gamma0" in mismatched.start["reason"]
 
 
+def test_first_fit_warm_starts_from_pathfinder(tiny):
+    """With a Pathfinder pilot, a first fit starts from its approximation and tunes for the
+    pilot's steps, adapting the mass matrix; the posterior agrees with the cold fit."""
+    dataset, _, cold = tiny
+    spec = ModelSpec.model_validate({**TINY_SPEC, "sampler": {
+        **TINY_SPEC["sampler"], "pilot": {"method": "pathfinder", "tune": 200},
+        "warm_start": {"tune": 50, "draws": 300, "target_accept": 0.8}}})
+    result = fit(dataset, spec, progress=False)
+    assert result.start == {"kind": "pilot", "method": "pathfinder"}
+    assert result.idata.posterior.sizes["draw"] == 300
+    assert result.idata.posterior.attrs["tuning_steps"] == 200
+    for name in ("gamma0", "mu_rho"):
+        a, b = cold.diagnostics.loc[name], result.diagnostics.loc[name]
+        assert abs(a["mean"] - b["mean"]) < 4 * np.hypot(a["mcse_mean"], b["mcse_mean"])
+
+
 def test_the_pilot_runs_nutpie_with_its_own_tree_depth(tmp_path, monkeypatch):
     """The pilot's maxdepth (else the sampler's) reaches nutpie with the spec's adaptation;
     the sampler's own run keeps the sampler's."""

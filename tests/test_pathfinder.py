@@ -1,0 +1,112 @@
+"""Pathfinder's approximation and the mass matrix a first fit adapts from it."""
+
+from __future__ import annotations
+
+import numpy as np
+import pymc as pm
+import pytest
+
+from gapmodel.pathfinder import PathfinderError, pathfinder
+from gapmodel.warmstart import AdaptiveBlockPotential, adaptation_windows
+
+
+def _gaussian(n: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    a = rng.standard_normal((n, n))
+    return rng.standard_normal(n) * 3, a @ a.T / n + np.diag(rng.uniform(0.1, 2.0, n))
+
+
+@pytest.mark.parametrize("n", [3, 40, 300])
+def test_on_a_gaussian_the_approximation_sits_in_the_bulk(n):
+    """From 10 sd away, the chosen approximation's mean is the Gaussian's mean to within a
+    few hundredths of an sd, and its draws lie inside the Gaussian's bulk: their squared
+    Mahalanobis distances average no more than chi-squared's mean plus five of its sds
+    (Pathfinder's draws are known to be too narrow, never too wide)."""
+    rng = np.random.default_rng(n)
+    mean, cov = _gaussian(n, rng)
+    precision = np.linalg.inv(cov)
+    sd = np.sqrt(np.diag(cov))
+
+    def logp_grad(x):
+        d = x - mean
+        return -0.5 * d @ precision @ d - 100.0, -precision @ d
+
+    approx = pathfinder(logp_grad, mean + 10 * sd, rng)
+    assert np.max(np.abs(approx.mean - mean) / sd) < 0.05
+    draws = approx.draw(rng.standard_normal((500, n)))
+    distance = np.einsum("ij,jk,ik->i", draws - mean, precision, draws - mean)
+    assert distance.mean() < n + 5 * np.sqrt(2 * n)
+    variance = approx.variance()
+    assert np.allclose(variance, draws.var(axis=0), rtol=0.25)
+    index = np.arange(min(n, 4))
+    assert np.allclose(approx.covariance(index)[np.diag_indices(len(index))],
+                       variance[index])
+    assert approx.evaluations > approx.iterations >= approx.iteration >= 1
+
+
+def test_the_elbo_stops_it_short_of_a_collapsing_scale():
+    """Eight schools, centred: the log density grows without bound as tau goes to 0 with
+    every theta at mu, so L-BFGS climbs towards log tau = -infinity, and the mode's own
+    Laplace approximation would sit at the path's end. The ELBO picks an approximation far
+    above it (though not in the posterior's bulk, where log tau's median is about 1: the
+    funnel is Pathfinder's known hard case, which the warm run's adaptation takes on)."""
+    y = np.array([28.0, 8, -3, 7, -1, 1, 18, 12])
+    sigma = np.array([15.0, 10, 16, 11, 9, 11, 10, 18])
+    with pm.Model() as model:
+        mu = pm.Normal("mu", 0, 5)
+        tau = pm.HalfCauchy("tau", 5)
+        theta = pm.Normal("theta", mu, tau, shape=8)
+        pm.Normal("y", theta, sigma, observed=y)
+    assert [v.name for v in model.value_vars] == ["mu", "tau_log__", "theta"]
+    logp_grad = model.logp_dlogp_function(ravel_inputs=True)
+    logp_grad.set_extra_values({})
+    path: list[float] = []
+
+    def recording(x):
+        path.append(x[1])  # log tau
+        return logp_grad(x)
+
+    approx = pathfinder(recording, np.zeros(10), np.random.default_rng(8))
+    assert min(path) < -12
+    assert approx.mean[1] > min(path) + 6
+
+
+def test_a_start_without_a_finite_density_is_an_error():
+    with pytest.raises(PathfinderError, match="starting point"):
+        pathfinder(lambda x: (-np.inf, np.zeros_like(x)), np.zeros(3),
+                   np.random.default_rng(0))
+
+
+@pytest.mark.parametrize(("tune", "windows"), [
+    (1000, [(75, 100), (100, 150), (150, 250), (250, 450), (450, 950)]),  # Stan's own
+    (400, [(75, 100), (100, 150), (150, 350)]),
+    (100, [(15, 90)]),
+])
+def test_adaptation_windows_follow_stan(tune, windows):
+    assert adaptation_windows(tune) == windows
+
+
+def test_the_adaptive_potential_learns_each_window_and_stays_fixed_after_tuning():
+    """At each window's end the matrix becomes the window's covariance blended with the one
+    before it (as 10 draws); draws outside windows and after tuning change nothing; a
+    chain's reset returns the starting matrix."""
+    rng = np.random.default_rng(5)
+    dense = np.array([0, 2])
+    block0, variance0 = np.eye(2) * 4.0, np.full(4, 4.0)
+    potential = AdaptiveBlockPotential(dense, block0, variance0, tune=100, rng=rng)
+    true_cov = np.array([[1.0, 0.3, 0.6, 0.0], [0.3, 2.0, 0.0, 0.0], [0.6, 0.0, 1.5, 0.0],
+                         [0.0, 0.0, 0.0, 0.5]])
+    draws = rng.multivariate_normal(np.zeros(4), true_cov, size=120)
+    for x in draws[:100]:
+        potential.update(x, None, tune=True)
+    window = draws[15:90]  # tune=100: one window, steps 15 to 89
+    expected_block = (75 * np.cov(window[:, dense].T) + 10 * block0) / 85
+    expected_variance = (75 * window.var(axis=0) + 10 * variance0) / 85
+    x = rng.standard_normal(4)
+    velocity = potential.velocity(x)
+    assert np.allclose(velocity[dense], expected_block @ x[dense])
+    assert np.allclose(velocity[[1, 3]], expected_variance[[1, 3]] * x[[1, 3]])
+    for x_after in draws[100:]:
+        potential.update(x_after, None, tune=False)
+    assert np.allclose(potential.velocity(x), velocity)
+    potential.reset()
+    assert np.allclose(potential.velocity(x), 4.0 * x)
