@@ -22,13 +22,15 @@ lengths. Prints the wall time from the model's build to the last draw (compilati
 included), min bulk ESS and max R-hat over the gate's hyperparameters (and the worst
 one), ESS per second, gradients per draw after warm-up, the mean step size, divergences
 and whether the gate's ESS, R-hat and divergence checks pass (the national gap, which
-the gate also checks, needs the derive step: bench/derive.py). `--revisions` runs each
-row with the library as it was at each git revision (the `rev` column); `--pilot-maxdepth`
-gives the pilot rows nutpie's maximum tree depth (a row per value), `--pilot-method` their
-method (a row per value: `nuts`, a short run, 300 + 200 unless the spec's pilot is one, or
-`pathfinder`, whose warm run tunes 400 steps unless the spec's pilot is one),
-`--seeds` repeats every row with each seed in place of the spec's, and `--fresh-cache`
-gives each row an empty PyTensor compile directory, as on a fresh install.
+the gate also checks, needs the derive step: bench/derive.py), and the part of the wall
+time spent before sampling (the pilot, Pathfinder, or reading the active version).
+`--revisions` runs each row with the library as it was at each git revision (the `rev`
+column); `--pilot-maxdepth` gives the pilot rows nutpie's maximum tree depth (a row per
+value), `--pilot-method` their method (a row per value: `nuts`, a short run, 300 + 200
+unless the spec's pilot is one, or `pathfinder`, whose warm run tunes 400 steps unless the
+spec's pilot is one), `--seeds` repeats every row with each seed in place of the spec's,
+and `--fresh-cache` gives each row an empty PyTensor compile directory, as on a fresh
+install.
 """
 
 from __future__ import annotations
@@ -106,6 +108,7 @@ def run_one(spec_path: str, data_dir: str, registry: str, warm: tuple[int, int] 
     elif warm:
         version = Registry(registry).active(spec.name)
         state = warm_start(model, version.posterior()["posterior"].to_dataset(), version.id)
+    start_s = time.perf_counter() - start
     idata = sample(model, spec, progress=False, warm=state)
     wall = time.perf_counter() - start
     names = monitored(idata)
@@ -126,7 +129,8 @@ def run_one(spec_path: str, data_dir: str, registry: str, warm: tuple[int, int] 
     return {"spec": spec.name, "start": start_label, "seed": s.seed,
             "sampler": "pymc" if warm else s.name, "tune": tune, "draws": draws,
             "accept": accept,
-            "wall_s": wall, "min_ess": least, "worst": worst, "ess_per_s": least / wall,
+            "wall_s": wall, "start_s": start_s, "min_ess": least, "worst": worst,
+            "ess_per_s": least / wall,
             "max_rhat": max_rhat, "grads_draw": float(stats["n_steps"].mean()),
             "step": float(stats["step_size"].mean()), "divergences": divergences,
             "gate": least >= spec.gate.ess and max_rhat <= spec.gate.rhat
@@ -227,7 +231,7 @@ def _warm_rows(spec_path: str, pairs: list[int] | None, no_cold: bool
 def report(rows: list[dict]) -> str:
     lines = [f"{'spec':26} {'rev':>8} {'start':18} {'seed':>4} {'sampler':7} {'tune':>5} "
              f"{'draws':>5} "
-             f"{'accept':>6} {'wall s':>7} "
+             f"{'accept':>6} {'wall s':>7} {'start s':>7} "
              f"{'min ESS':>7} {'ESS/s':>6} {'R-hat':>6} {'grads/draw':>10} {'step':>6} "
              f"{'div':>4} {'gate':>4}  worst"]
     return "\n".join(lines + [_format(row) for row in rows])
@@ -239,7 +243,8 @@ def _format(row: dict) -> str:
         return f"{head} {row['note']}"
     return (f"{head} {row.get('seed', ''):>4} {row['sampler']:7} {row['tune']:5d} "
             f"{row['draws']:5d} "
-            f"{row['accept']:6.2f} {row['wall_s']:7.1f} {row['min_ess']:7.0f} "
+            f"{row['accept']:6.2f} {row['wall_s']:7.1f} {row.get('start_s', 0):7.1f} "
+            f"{row['min_ess']:7.0f} "
             f"{row['ess_per_s']:6.2f} "
             f"{row['max_rhat']:6.3f} {row['grads_draw']:10.1f} {row['step']:6.3f} "
             f"{row['divergences']:4d} {'yes' if row['gate'] else 'no':>4}  {row['worst']}")

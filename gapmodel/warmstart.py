@@ -23,6 +23,7 @@ the matrix to its own draws (`AdaptiveBlockPotential`, over Stan's windows).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import pymc as pm
@@ -56,6 +57,9 @@ class WarmStart:
     #: the run's tuning steps, over which it adapts the matrix; None: the spec's warm-start
     #: tuning, the matrix fixed
     adapt_tune: int | None = None
+    #: the compiled log density and gradient the start was found with (PyMC's
+    #: `ValueGradFunction` over the model's value variables), for the run to reuse
+    logp_dlogp: Any = None
 
     def potential(self, rng=None) -> BlockPotential:
         if self.adapt_tune is not None:
@@ -121,7 +125,7 @@ def pathfinder_start(model: pm.Model, chains: int, seed: int, tune: int) -> Warm
     jittered initial point gives each chain its starting point (a draw) and the mass
     matrix to begin from, which the run adapts over its `tune` steps."""
     rng = np.random.default_rng(seed)
-    logp_grad = model.logp_dlogp_function(ravel_inputs=True)
+    logp_grad = model.logp_dlogp_function(model.value_vars, ravel_inputs=True)
     logp_grad.set_extra_values({})
     initial = model.initial_point(random_seed=seed)
     layout = [(v.name, initial[v.name].shape, initial[v.name].size, initial[v.name].dtype)
@@ -133,7 +137,8 @@ def pathfinder_start(model: pm.Model, chains: int, seed: int, tune: int) -> Warm
     points = [_constrained(model, DictToArrayBijection.rmap(RaveledVars(d, layout)))
               for d in draws]
     return WarmStart(source="pathfinder", dense=index, block_cov=approx.covariance(index),
-                     variance=approx.variance(), points=points, adapt_tune=tune)
+                     variance=approx.variance(), points=points, adapt_tune=tune,
+                     logp_dlogp=logp_grad)
 
 
 def _dense_positions(sizes: list[int]) -> np.ndarray:
@@ -159,13 +164,17 @@ def _constrained(model: pm.Model, point: dict[str, np.ndarray]) -> dict[str, np.
     return out
 
 
-def adaptation_windows(tune: int) -> list[tuple[int, int]]:
-    """Stan's slow adaptation windows over `tune` steps, as (first, past-last) steps: after
-    75 steps of settling, windows of 25, 50, 100, ... (the last taking what is left) up to
-    50 steps before the end; over runs shorter than 150, 15% and 10% instead of 75 and 50."""
-    settle, end, size = 75, tune - 50, 25
+def adaptation_windows(tune: int, settle: int = 0) -> list[tuple[int, int]]:
+    """Slow adaptation windows over `tune` steps, as (first, past-last) steps, on Stan's
+    pattern: after `settle` steps, windows of 25, 50, 100, ... (the last taking what is
+    left) up to 50 steps before the end; over runs shorter than 150, at most 15% settling
+    and 10% at the end. Stan settles for 75 steps to reach the posterior's bulk; a start
+    drawn from Pathfinder's approximation is there already, and its first matrix can be
+    poor enough that each step before the first window's end costs ten times the later
+    ones (docs/performance.md), so it settles for none."""
+    end, size = tune - 50, 25
     if tune < 150:
-        settle, end = int(0.15 * tune), tune - int(0.1 * tune)
+        settle, end = min(settle, int(0.15 * tune)), tune - int(0.1 * tune)
         size = end - settle
     windows, first = [], settle
     while first < end:

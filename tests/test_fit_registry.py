@@ -245,6 +245,39 @@ def test_first_fit_warm_starts_from_pathfinder(tiny):
         assert abs(a["mean"] - b["mean"]) < 4 * np.hypot(a["mcse_mean"], b["mcse_mean"])
 
 
+def test_a_pathfinder_start_compiles_the_log_density_once(tmp_path, monkeypatch):
+    """Pathfinder's compiled log density and gradient is the one the warm run's NUTS steps
+    with: a first fit compiles it once."""
+    import pymc as pm
+
+    from gapmodel import fit as fit_module
+    from gapmodel.model import build_model
+
+    compiled, steps = [], []
+    compile_once = pm.Model.logp_dlogp_function
+
+    def counting(self, *args, **kwargs):
+        compiled.append(compile_once(self, *args, **kwargs))
+        return compiled[-1]
+
+    def record(**kwargs):
+        steps.append(kwargs["step"])
+        raise RuntimeError("recorded")
+
+    monkeypatch.setattr(pm.Model, "logp_dlogp_function", counting)
+    monkeypatch.setattr(fit_module.pm, "sample", record)
+    dataset = load_dataset(write_tiny(tmp_path / "tiny"))
+    spec = ModelSpec.model_validate({**TINY_SPEC, "sampler": {
+        **TINY_SPEC["sampler"], "pilot": {"method": "pathfinder", "tune": 200},
+        "warm_start": {}}})
+    model, _ = build_model(dataset, spec)
+    warm, start = fit_module._warm_start_or_pilot(model, spec, None, progress=False)
+    with pytest.raises(RuntimeError, match="recorded"):
+        fit_module.sample(model, spec, progress=False, warm=warm)
+    assert start == {"kind": "pilot", "method": "pathfinder"} and len(steps) == 1
+    assert len(compiled) == 1  # NUTS would compile its own otherwise
+
+
 def test_the_pilot_runs_nutpie_with_its_own_tree_depth(tmp_path, monkeypatch):
     """The pilot's maxdepth (else the sampler's) reaches nutpie with the spec's adaptation;
     the sampler's own run keeps the sampler's."""

@@ -76,13 +76,14 @@ def test_a_start_without_a_finite_density_is_an_error():
                    np.random.default_rng(0))
 
 
-@pytest.mark.parametrize(("tune", "windows"), [
-    (1000, [(75, 100), (100, 150), (150, 250), (250, 450), (450, 950)]),  # Stan's own
-    (400, [(75, 100), (100, 150), (150, 350)]),
-    (100, [(15, 90)]),
+@pytest.mark.parametrize(("tune", "settle", "windows"), [
+    (1000, 75, [(75, 100), (100, 150), (150, 250), (250, 450), (450, 950)]),  # Stan's own
+    (100, 75, [(15, 90)]),
+    (400, 0, [(0, 25), (25, 75), (75, 350)]),
+    (100, 0, [(0, 90)]),
 ])
-def test_adaptation_windows_follow_stan(tune, windows):
-    assert adaptation_windows(tune) == windows
+def test_adaptation_windows_follow_stan(tune, settle, windows):
+    assert adaptation_windows(tune, settle) == windows
 
 
 def test_the_adaptive_potential_learns_each_window_and_stays_fixed_after_tuning():
@@ -98,9 +99,9 @@ def test_the_adaptive_potential_learns_each_window_and_stays_fixed_after_tuning(
     draws = rng.multivariate_normal(np.zeros(4), true_cov, size=120)
     for x in draws[:100]:
         potential.update(x, None, tune=True)
-    window = draws[15:90]  # tune=100: one window, steps 15 to 89
-    expected_block = (75 * np.cov(window[:, dense].T) + 10 * block0) / 85
-    expected_variance = (75 * window.var(axis=0) + 10 * variance0) / 85
+    window = draws[:90]  # tune=100: one window, steps 0 to 89
+    expected_block = (90 * np.cov(window[:, dense].T) + 10 * block0) / 100
+    expected_variance = (90 * window.var(axis=0) + 10 * variance0) / 100
     x = rng.standard_normal(4)
     velocity = potential.velocity(x)
     assert np.allclose(velocity[dense], expected_block @ x[dense])
