@@ -29,7 +29,7 @@ column); `--pilot-maxdepth` gives the pilot rows nutpie's maximum tree depth (a 
 value), `--pilot-method` their method (a row per value: `nuts`, a short run, 300 + 200
 unless the spec's pilot is one, or `pathfinder`, whose warm run tunes 400 steps unless the
 spec's pilot is one), `--seeds` repeats every row with each seed in place of the spec's,
-and `--fresh-cache` gives each row an empty PyTensor compile directory, as on a fresh
+and `--fresh-cache` gives each row empty PyTensor and numba caches, as on a fresh
 install.
 """
 
@@ -163,7 +163,7 @@ def main() -> None:
                         choices=["", "nuts", "pathfinder"],
                         help="the pilot rows' method, a row per value (default: the spec's)")
     parser.add_argument("--fresh-cache", action="store_true",
-                        help="each row compiles into an empty PyTensor compile directory")
+                        help="each row compiles into empty PyTensor and numba caches")
     add_revisions_option(parser)
     parser.add_argument("--one", nargs="*", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -172,7 +172,8 @@ def main() -> None:
         pilot = tuple(args.pilot) if args.pilot is not None else None
         with tempfile.TemporaryDirectory(prefix="pytensor-") as compiledir:
             if args.fresh_cache:  # read when pytensor is first imported, inside run_one
-                os.environ["PYTENSOR_FLAGS"] = f"compiledir={compiledir}"
+                os.environ["PYTENSOR_FLAGS"] = f"base_compiledir={compiledir}"
+                os.environ["NUMBA_CACHE_DIR"] = compiledir  # the library's own functions
             row = run_one(args.specs[0], args.data, args.registry, warm, args.target_accept,
                           pilot, args.pilot_maxdepth[0] or None, args.seeds[0] or None,
                           args.pilot_method[0] or None)
