@@ -121,9 +121,10 @@ def warm_start(model: pm.Model, posterior: xr.Dataset, source: str) -> WarmStart
 
 
 def pathfinder_start(model: pm.Model, chains: int, seed: int, tune: int) -> WarmStart:
-    """A first fit's start without an earlier posterior: Pathfinder's approximation from a
-    jittered initial point gives each chain its starting point (a draw) and the mass
-    matrix to begin from, which the run adapts over its `tune` steps."""
+    """A first fit's start without an earlier posterior: Pathfinder's approximation from
+    the initial point jittered by up to 2 on each coordinate (Stan's initialisation) gives
+    each chain its starting point (a draw) and the mass matrix to begin from, which the
+    run adapts over its `tune` steps."""
     rng = np.random.default_rng(seed)
     logp_grad = model.logp_dlogp_function(model.value_vars, ravel_inputs=True)
     logp_grad.set_extra_values({})
