@@ -311,3 +311,22 @@ def test_a_pilot_needs_a_warm_start():
     with pytest.raises(ValueError, match=r"pilot needs sampler\.warm_start"):
         ModelSpec.model_validate({**TINY_SPEC, "sampler": {
             **TINY_SPEC["sampler"], "pilot": {"tune": 100, "draws": 100}}})
+
+
+def test_the_fit_command_says_how_it_will_sample():
+    from gapmodel.cli import _sampling_plan
+
+    def plan(pilot, start_from=None):
+        sampler = {**TINY_SPEC["sampler"], "warm_start": {"tune": 50, "draws": 80},
+                   **({"pilot": pilot} if pilot else {})}
+        spec = ModelSpec.model_validate({**TINY_SPEC, "sampler": sampler})
+        return _sampling_plan(spec, start_from, approximate=False)
+
+    assert plan(None) == "nutpie: 2 chains x (150 tune + 150 draws)"
+    assert plan(None, ("v1", None)) == \
+        "PyMC's NUTS from version v1's posterior: 2 chains x (50 tune + 80 draws)"
+    assert plan({"tune": 100, "draws": 100}).startswith(
+        "a nutpie pilot, 2 chains x (100 tune + 100 draws), then PyMC's NUTS")
+    assert plan({"method": "pathfinder", "tune": 400}) == (
+        "Pathfinder, then PyMC's NUTS adapting its covariance: 2 chains x "
+        "(400 tune + 80 draws)")
