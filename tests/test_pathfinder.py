@@ -32,7 +32,7 @@ def test_on_a_gaussian_the_approximation_sits_in_the_bulk(n):
 
     approx = pathfinder(logp_grad, mean + 10 * sd, rng)
     assert np.max(np.abs(approx.mean - mean) / sd) < 0.05
-    draws = approx.draw(rng.standard_normal((500, n)))
+    draws = approx.draw(rng.standard_normal((2000, n)))
     distance = np.einsum("ij,jk,ik->i", draws - mean, precision, draws - mean)
     assert distance.mean() < n + 5 * np.sqrt(2 * n)
     variance = approx.variance()
