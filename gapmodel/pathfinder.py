@@ -42,14 +42,14 @@ class Approximation:
     q: np.ndarray
     chol: np.ndarray
     logdet: float
-    elbo: float  # the ELBO estimate that chose it
     iteration: int  # the L-BFGS iterate it was formed at
-    iterations: int  # of the whole path
-    evaluations: int  # log density and gradient calls, ELBO draws included
+    elbo: float = np.nan  # the ELBO estimate that chose it
+    iterations: int = 0  # of the whole path
+    evaluations: int = 0  # log density and gradient calls, ELBO draws included
 
     @classmethod
     def at(cls, x: np.ndarray, grad: np.ndarray, alpha: np.ndarray, s: np.ndarray,
-           z: np.ndarray, **info) -> Approximation:
+           z: np.ndarray, iteration: int) -> Approximation:
         """The approximation at iterate `x` (log-density gradient `grad`) from the diagonal
         estimate `alpha` and the last position and (negative log density) gradient
         differences, the columns of `s` and `z` (Zhang et al., Algorithms 3 and 4)."""
@@ -64,8 +64,7 @@ class Approximation:
         logdet = 2 * float(np.log(np.abs(np.diag(chol))).sum()) + float(np.log(alpha).sum())
         mean = x + alpha * grad + beta @ (gamma @ (beta.T @ grad))
         return cls(mean=mean, alpha=alpha, beta=beta, gamma=gamma, q=q, chol=chol,
-                   logdet=logdet, **{"elbo": np.nan, "iteration": 0, "iterations": 0,
-                                     "evaluations": 0} | info)
+                   logdet=logdet, iteration=iteration)
 
     def draw(self, normal: np.ndarray) -> np.ndarray:
         """Draws (rows) from the approximation, given standard normal rows `normal`."""
@@ -96,6 +95,7 @@ def pathfinder(logp_grad: LogpGrad, start: np.ndarray, rng: np.random.Generator,
     L-BFGS's memory, `elbo_draws` the draws behind each ELBO estimate, made at up to
     `candidates` iterates spread evenly along the path (the last always among them)."""
     points: list[tuple[np.ndarray, np.ndarray]] = []
+    last: list = [None, None]  # the latest finite call's point and gradient
     calls = 0
 
     def negative(x: np.ndarray) -> tuple[float, np.ndarray]:
@@ -112,7 +112,6 @@ def pathfinder(logp_grad: LogpGrad, start: np.ndarray, rng: np.random.Generator,
             negative(x)
         points.append((last[0], last[1]))
 
-    last: list = [None, None]
     negative(np.asarray(start, dtype=float))
     if last[0] is None:
         raise PathfinderError("the log density is not finite at the starting point")
