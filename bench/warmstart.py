@@ -10,6 +10,8 @@
         --seeds 1 2 3                                  # the pilot's tree depth, 3 seeds
     .venv/bin/python bench/warmstart.py --no-cold --pilot --pilot-method nuts pathfinder \
         --fresh-cache --seeds 1 2 3                    # a short run against Pathfinder
+    .venv/bin/python bench/warmstart.py --specs models/synthetic_icb.yaml --areas 1000 \
+        --no-cold --pilot --pilot-method pathfinder    # the synthetic scenario, 1,000 areas
 
 Samples each spec twice or more, each in a fresh process, one after the other, on the same
 data as its active version in the registry: cold (the spec's sampler and lengths: nutpie,
@@ -29,8 +31,8 @@ column); `--pilot-maxdepth` gives the pilot rows nutpie's maximum tree depth (a 
 value), `--pilot-method` their method (a row per value: `nuts`, a short run, 300 + 200
 unless the spec's pilot is one, or `pathfinder`, whose warm run tunes 400 steps unless the
 spec's pilot is one), `--seeds` repeats every row with each seed in place of the spec's,
-and `--fresh-cache` gives each row empty PyTensor and numba caches, as on a fresh
-install.
+`--areas` every row at each size of a simulated spec's scenario, and `--fresh-cache`
+gives each row empty PyTensor and numba caches, as on a fresh install.
 """
 
 from __future__ import annotations
@@ -62,7 +64,7 @@ PILOT_TUNE = {"nuts": 300, "pathfinder": 400}
 def run_one(spec_path: str, data_dir: str, registry: str, warm: tuple[int, int] | None,
             target_accept: float | None = None, pilot: tuple[int, ...] | None = None,
             maxdepth: int | None = None, seed: int | None = None,
-            method: str | None = None) -> dict:
+            method: str | None = None, areas: int | None = None) -> dict:
     """One row: cold (`warm` None), warm from the active version (`warm` its lengths), or
     a first fit through a pilot (`pilot`: () for the spec's, or its (tune, draws); `warm`
     the warm lengths)."""
@@ -77,6 +79,8 @@ def run_one(spec_path: str, data_dir: str, registry: str, warm: tuple[int, int] 
 
     limit_blas(1)
     spec = ModelSpec.from_yaml(ROOT / spec_path)
+    if areas and spec.data.kind == "simulate":
+        spec = spec.model_copy(update={"data": spec.data.model_copy(update={"areas": areas})})
     s = spec.sampler
     if seed is not None:
         s = s.model_copy(update={"seed": seed})
@@ -126,7 +130,7 @@ def run_one(spec_path: str, data_dir: str, registry: str, warm: tuple[int, int] 
         start_label, tune = "pathfinder", p.tune
     if pilot is not None and p and p.maxdepth:
         start_label += f" d{p.maxdepth}"
-    return {"spec": spec.name, "start": start_label, "seed": s.seed,
+    return {"spec": spec.name, "areas": areas, "start": start_label, "seed": s.seed,
             "sampler": "pymc" if warm else s.name, "tune": tune, "draws": draws,
             "accept": accept,
             "wall_s": wall, "start_s": start_s, "min_ess": least, "worst": worst,
@@ -162,6 +166,8 @@ def main() -> None:
     parser.add_argument("--pilot-method", nargs="+", default=[""],
                         choices=["", "nuts", "pathfinder"],
                         help="the pilot rows' method, a row per value (default: the spec's)")
+    parser.add_argument("--areas", nargs="+", type=int, default=[0],
+                        help="a simulated spec's areas, a row per value (0: the spec's)")
     parser.add_argument("--fresh-cache", action="store_true",
                         help="each row compiles into empty PyTensor and numba caches")
     add_revisions_option(parser)
@@ -176,7 +182,7 @@ def main() -> None:
                 os.environ["NUMBA_CACHE_DIR"] = compiledir  # the library's own functions
             row = run_one(args.specs[0], args.data, args.registry, warm, args.target_accept,
                           pilot, args.pilot_maxdepth[0] or None, args.seeds[0] or None,
-                          args.pilot_method[0] or None)
+                          args.pilot_method[0] or None, args.areas[0] or None)
         print(json.dumps(row))
         return
     if args.warm and len(args.warm) % 2:
@@ -194,11 +200,12 @@ def main() -> None:
                 (w, p, d, m) for p in pilots for m in args.pilot_method
                 for d in args.pilot_maxdepth for w in warm_rows if w]
             # seeds outermost: each seed's rows run next to each other on the machine
-            for seed, (warm, pilot, depth, method), rev in product(args.seeds, runs,
-                                                                    args.revisions):
+            for areas, seed, (warm, pilot, depth, method), rev in product(
+                    args.areas, args.seeds, runs, args.revisions):
                 cmd = [sys.executable, __file__, "--specs", spec, "--data", args.data,
                        "--registry", args.registry, "--pilot-maxdepth", str(depth),
-                       "--seeds", str(seed), "--one", *map(str, warm or ())]
+                       "--seeds", str(seed), "--areas", str(areas),
+                       "--one", *map(str, warm or ())]
                 if method:
                     cmd += ["--pilot-method", method]
                 if args.fresh_cache:
@@ -207,7 +214,7 @@ def main() -> None:
                     cmd += ["--target-accept", str(args.target_accept)]
                 if pilot is not None:
                     cmd += ["--pilot", *map(str, pilot)]
-                label = {"spec": Path(spec).stem,
+                label = {"spec": Path(spec).stem, "areas": areas or None,
                          "start": "pilot" if pilot is not None else "warm" if warm else "cold"}
                 row = run_at(cmd, label, trees[rev], rev, args.timeout)
                 print("done:", _format(row), flush=True)
@@ -230,8 +237,8 @@ def _warm_rows(spec_path: str, pairs: list[int] | None, no_cold: bool
 
 
 def report(rows: list[dict]) -> str:
-    lines = [f"{'spec':26} {'rev':>8} {'start':18} {'seed':>4} {'sampler':7} {'tune':>5} "
-             f"{'draws':>5} "
+    lines = [f"{'spec':26} {'areas':>5} {'rev':>8} {'start':18} {'seed':>4} {'sampler':7} "
+             f"{'tune':>5} {'draws':>5} "
              f"{'accept':>6} {'wall s':>7} {'start s':>7} "
              f"{'min ESS':>7} {'ESS/s':>6} {'R-hat':>6} {'grads/draw':>10} {'step':>6} "
              f"{'div':>4} {'gate':>4}  worst"]
@@ -239,7 +246,8 @@ def report(rows: list[dict]) -> str:
 
 
 def _format(row: dict) -> str:
-    head = f"{row['spec']:26} {row.get('rev', 'work'):>8} {row['start']:18}"
+    head = (f"{row['spec']:26} {row.get('areas') or '':>5} {row.get('rev', 'work'):>8} "
+            f"{row['start']:18}")
     if "note" in row:
         return f"{head} {row['note']}"
     return (f"{head} {row.get('seed', ''):>4} {row['sampler']:7} {row['tune']:5d} "

@@ -32,7 +32,7 @@ def test_warm_rows_follow_the_spec_or_the_pairs_given(warmstart):
 
 
 def test_warmstart_table(warmstart):
-    row = {"spec": "hypertension_england_pcn", "rev": "HEAD", "start": "warm", "seed": 1,
+    row = {"spec": "synthetic_icb", "areas": 1000, "rev": "HEAD", "start": "warm", "seed": 1,
            "sampler": "pymc",
            "tune": 300, "draws": 800, "accept": 0.9, "wall_s": 258.0, "start_s": 12.5,
            "min_ess": 489.0,
@@ -41,9 +41,9 @@ def test_warmstart_table(warmstart):
     text = warmstart.report([row, {"spec": "hypertension_england_pcn", "start": "cold",
                                    "note": "stopped: not finished in 900 s"}])
     lines = text.splitlines()
-    assert lines[0].split()[:8] == ["spec", "rev", "start", "seed", "sampler", "tune",
+    assert lines[0].split()[:9] == ["spec", "areas", "rev", "start", "seed", "sampler", "tune",
                                     "draws", "accept"]
-    assert lines[1].split() == ["hypertension_england_pcn", "HEAD", "warm", "1", "pymc", "300",
+    assert lines[1].split() == ["synthetic_icb", "1000", "HEAD", "warm", "1", "pymc", "300",
                                 "800", "0.90", "258.0", "12.5", "489", "1.89", "1.006", "31.0",
                                 "0.221", "0", "yes", "sigma_u"]
     assert lines[2].endswith("stopped: not finished in 900 s")
