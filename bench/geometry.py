@@ -12,6 +12,18 @@ that need many steps to cross; for each, the coordinates that make it up. A well
 posterior has them near 1. Also prints the gradients per draw in warm-up and after, each
 chain's final step size and the divergences. Needs more draws than coordinates (600 x 2
 for 100 areas); the smallest eigenvalues of fewer are noise.
+
+`--start pathfinder` samples as a first fit does instead (Pathfinder, then PyMC's NUTS
+adapting a dense block over the small variables and a diagonal over the rest; tune and
+draws `--draws` each). `--hessian N` then needs no more draws than coordinates: at N
+posterior draws it prints the spectrum of the log density's Hessian preconditioned by the
+mass matrix such a run converges to (the draws' covariance over the dense block, their
+variances elsewhere), by the diagonal alone and, with N of 2 or more, by a dense mass
+matrix from the Hessian at another of those draws (how far a fixed curvature carries).
+Under a Gaussian, NUTS's step size scales as 1 / sqrt(largest eigenvalue) and the
+trajectory it needs as 1 / sqrt(smallest), so sqrt(largest / smallest) is about the
+gradients a draw that the geometry asks for; the extreme directions name the coordinates
+that make them.
 """
 
 from __future__ import annotations
@@ -52,6 +64,81 @@ def directions(draws: np.ndarray, labels: list[str], count: int = 4, terms: int 
     return lines
 
 
+def value_draws(idata, model) -> tuple[np.ndarray, list[str], list[int]]:
+    """Draws x coordinates in the sampler's own space (the value variables, raveled in
+    the model's order), with labels and each variable's size."""
+    posterior = idata.posterior.to_dataset()
+    columns, labels, sizes = [], [], []
+    for value in model.value_vars:
+        values = posterior[value.name].values
+        values = values.reshape(values.shape[0] * values.shape[1], -1)
+        columns.append(values)
+        labels += [f"{value.name}[{j}]" for j in range(values.shape[1])]
+        sizes.append(values.shape[1])
+    return np.column_stack(columns), labels, sizes
+
+
+def preconditioners(draws: np.ndarray, sizes: list[int]) -> dict[str, np.ndarray]:
+    """Square roots S (S S' the mass matrix's covariance) of the block-diagonal matrix a
+    first fit adapts towards, and of the diagonal alone."""
+    from gapmodel.warmstart import _dense_positions
+
+    sd = draws.std(axis=0)
+    block = np.diag(sd)
+    dense = _dense_positions(sizes)
+    if len(dense):
+        block[np.ix_(dense, dense)] = np.linalg.cholesky(np.cov(draws[:, dense].T))
+    return {"block + diagonal": block, "diagonal": np.diag(sd)}
+
+
+def spectrum(gradient, point: np.ndarray, root: np.ndarray, step: float = 1e-4
+             ) -> tuple[np.ndarray, np.ndarray]:
+    """Eigenvalues and eigenvectors of S' H S at `point` (H the negative Hessian of the
+    log density), by central differences of the gradient along S's columns."""
+    columns = [(gradient(point - step * root[:, j]) - gradient(point + step * root[:, j]))
+               / (2 * step) for j in range(root.shape[1])]
+    scaled = root.T @ np.column_stack(columns)
+    return np.linalg.eigh((scaled + scaled.T) / 2)
+
+
+def spectrum_lines(values: np.ndarray, vectors: np.ndarray, root: np.ndarray,
+                   labels: list[str], count: int = 3, terms: int = 5) -> list[str]:
+    """The spread (sqrt of the largest over the smallest positive eigenvalue), then the
+    `count` largest and smallest eigenvalues, each with the coordinates that load most on
+    its direction (mapped back through S)."""
+    positive = values[values > 0]
+    lines = [f"  largest {values[-1]:.3g}, smallest {values[0]:.3g}, sqrt(largest / "
+             f"smallest positive) {np.sqrt(values[-1] / positive[0]):.1f}, "
+             f"{int((values <= 0).sum())} not positive (the density not log-concave there)"]
+    for k in [*range(len(values) - 1, len(values) - 1 - count, -1), *range(count)]:
+        direction = root @ vectors[:, k]
+        direction = direction / np.abs(direction).max()
+        top = np.argsort(-np.abs(direction))[:terms]
+        parts = ", ".join(f"{labels[i]} {direction[i]:+.2f}" for i in top)
+        lines.append(f"  {values[k]:10.4g}  {parts}")
+    return lines
+
+
+def first_fit_draws(model, spec, draws: int, seed: int):
+    """2 chains x (draws + draws) as a first fit samples them (Pathfinder's start, PyMC's
+    NUTS adapting its covariance), keeping the value variables' draws; and the compiled
+    log density and gradient."""
+    import pymc as pm
+
+    from gapmodel.warmstart import pathfinder_start
+
+    warm = pathfinder_start(model, 2, seed, draws)
+    with model, limit_blas(1):
+        step = pm.NUTS(vars=model.value_vars, potential=warm.potential(),
+                       target_accept=spec.sampler.target_accept,
+                       logp_dlogp_func=warm.logp_dlogp)
+        idata = pm.sample(draws=draws, tune=draws, step=step, chains=2, cores=2,
+                          random_seed=seed, initvals=warm.initvals(2), progressbar=False,
+                          compute_convergence_checks=False,
+                          idata_kwargs={"include_transformed": True})
+    return idata, warm.logp_dlogp
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--spec", default="models/synthetic_icb.yaml")
@@ -59,7 +146,15 @@ def main() -> None:
     parser.add_argument("--draws", type=int, default=600, help="tune and draws per chain")
     parser.add_argument("--data", default=None)
     parser.add_argument("--seed", type=int, default=None, help="default: the spec's")
+    parser.add_argument("--start", choices=["nutpie", "pathfinder"], default="nutpie",
+                        help="cold nutpie with the spec's mass matrix, or a first fit's "
+                             "Pathfinder start and PyMC's NUTS")
+    parser.add_argument("--hessian", type=int, default=0,
+                        help="the preconditioned Hessian's spectrum at this many draws "
+                             "(--start pathfinder)")
     args = parser.parse_args()
+    if args.hessian and args.start != "pathfinder":
+        parser.error("--hessian needs --start pathfinder")
     import nutpie
 
     import gapmodel
@@ -73,13 +168,20 @@ def main() -> None:
             update={"areas": args.areas})})
     dataset, _ = load_spec_data(spec, args.data)
     model, _ = build_model(dataset, spec)
-    compiled = nutpie.compile_pymc_model(model)
     s = spec.sampler
+    seed = s.seed if args.seed is None else args.seed
+    if args.start == "pathfinder":
+        start = time.perf_counter()
+        idata, logp_dlogp = first_fit_draws(model, spec, args.draws, seed)
+        report_first_fit(idata, model, logp_dlogp, args, time.perf_counter() - start,
+                         f"{spec.name}: {len(dataset.cells):,} cells")
+        return
+    compiled = nutpie.compile_pymc_model(model)
     start = time.perf_counter()
     with limit_blas(1):
         kwargs = {"adaptation": s.adaptation} if s.adaptation != "diag" else {}
         idata = nutpie.sample(compiled, draws=args.draws, tune=args.draws, chains=2, cores=2,
-                              seed=s.seed if args.seed is None else args.seed,
+                              seed=seed,
                               target_accept=s.target_accept,
                               progress_bar=False, store_unconstrained=True, **kwargs)
     seconds = time.perf_counter() - start
@@ -97,6 +199,51 @@ def main() -> None:
               "eigenvalues are noise")
     print("eigenvalues of the scaled posterior correlation (smallest, then largest):")
     print("\n".join(directions(draws, labels)))
+
+
+def report_first_fit(idata, model, logp_dlogp, args, seconds: float, title: str) -> None:
+    """Print what `--start pathfinder` found: the run, then the correlation's eigenvalues
+    where the draws outnumber the coordinates, and the preconditioned Hessian's spectrum
+    at `--hessian` draws."""
+    import gapmodel
+
+    draws, labels, sizes = value_draws(idata, model)
+    stats = idata.sample_stats
+    print(f"library: {gapmodel.__file__}")
+    print(f"{title}, {draws.shape[1]} coordinates, Pathfinder then PyMC's NUTS, "
+          f"2 x ({args.draws} + {args.draws}) in {seconds:.0f} s")
+    print(f"gradients per draw after warm-up {float(stats['n_steps'].mean()):.1f}; mean "
+          f"step sizes {', '.join(f'{v:.3f}' for v in stats['step_size'].values.mean(1))}; "
+          f"divergences {int(stats['diverging'].sum())}")
+    if draws.shape[0] > draws.shape[1]:
+        print("eigenvalues of the scaled posterior correlation (smallest, then largest):")
+        print("\n".join(directions(draws, labels)))
+    logp_dlogp.set_extra_values({})
+
+    def gradient(point: np.ndarray) -> np.ndarray:
+        return np.asarray(logp_dlogp(point)[1])
+
+    roots = preconditioners(draws, sizes)
+    rng = np.random.default_rng(0)
+    rows = rng.choice(draws.shape[0], size=args.hessian, replace=False)
+    for k, row in enumerate(rows):
+        dense = {}
+        if len(rows) > 1:  # a dense mass matrix from the curvature at another draw
+            other = rows[(k + 1) % len(rows)]
+            dense = {f"Hessian at draw {other}": hessian_root(gradient, draws[other])}
+        for name, root in (roots | dense).items():
+            values, vectors = spectrum(gradient, draws[row], root)
+            print(f"preconditioned Hessian at draw {row}, {name}:")
+            print("\n".join(spectrum_lines(values, vectors, root, labels)))
+
+
+def hessian_root(gradient, point: np.ndarray, floor: float = 0.05) -> np.ndarray:
+    """S with S S' the inverse of the negative Hessian at `point`, its eigenvalues held
+    at least `floor` times their median (where the density is not log-concave, or
+    nearly flat)."""
+    values, vectors = spectrum(gradient, point, np.eye(len(point)))
+    values = np.maximum(values, floor * np.median(values))
+    return vectors / np.sqrt(values)
 
 
 if __name__ == "__main__":

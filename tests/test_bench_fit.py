@@ -68,3 +68,30 @@ def test_geometry_finds_the_narrow_diagonal():
     assert float(smallest.split()[0]) < 0.01 and float(largest.split()[0]) > 1.9
     assert "a[0]" in smallest and "b[0]" in smallest
     assert "+0.71" in smallest and "-0.71" in smallest
+
+
+def test_geometry_preconditioned_hessian_names_what_the_diagonal_misses():
+    """bench/geometry.py --hessian: on a Gaussian whose two small variables are strongly
+    correlated, the block + diagonal preconditioner (from the draws) leaves the Hessian
+    near the identity, while the diagonal alone leaves the pair's narrow direction as
+    its largest eigenvalue."""
+    geometry = load_bench("geometry")
+    rng = np.random.default_rng(1)
+    n = 40  # a vector larger than a dense-block variable, then two scalars
+    cov = np.diag(rng.uniform(0.5, 2.0, n + 2))
+    cov[n:, n:] = [[1.0, 0.98 * 3.0], [0.98 * 3.0, 9.0]]
+    precision = np.linalg.inv(cov)
+    draws = rng.multivariate_normal(np.zeros(n + 2), cov, size=20_000)
+    labels = [f"z[{i}]" for i in range(n)] + ["a[0]", "b[0]"]
+    roots = geometry.preconditioners(draws, [n, 1, 1])
+    values, _ = geometry.spectrum(lambda x: -precision @ x, draws[0], roots["block + diagonal"])
+    assert np.allclose(values, 1.0, atol=0.05)
+    values, vectors = geometry.spectrum(lambda x: -precision @ x, draws[0], roots["diagonal"])
+    assert values[-1] == pytest.approx(1 / (1 - 0.98), rel=0.1)
+    top = geometry.spectrum_lines(values, vectors, roots["diagonal"], labels, count=1)[1]
+    # the curvature's own square root: the identity, wherever it is taken (a Gaussian)
+    root = geometry.hessian_root(lambda x: -precision @ x, draws[1])
+    assert np.allclose(geometry.spectrum(lambda x: -precision @ x, draws[2], root)[0], 1.0)
+    first, second = top.split(", ")[:2]  # the pair loads most, with opposite signs
+    assert {first.split()[1], second.split()[0]} == {"a[0]", "b[0]"}
+    assert first.split()[2][0] != second.split()[1][0]
