@@ -29,8 +29,8 @@ CALIBRATED = Effects(log_rr_noise_sd=0.15, log_rr_sd=0.15)
 
 def spec(**sampler) -> ModelSpec:
     base = ModelSpec.from_yaml("models/synthetic_icb.yaml")
-    settings = {"draws": DRAWS, "tune": DRAWS, **sampler}
-    return base.model_copy(update={"sampler": base.sampler.model_copy(update=settings),
+    settings = base.sampler.with_lengths(DRAWS, DRAWS).model_copy(update=sampler)
+    return base.model_copy(update={"sampler": settings,
                                    "derived_draws": 400})
 
 
