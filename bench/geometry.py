@@ -128,9 +128,11 @@ def first_fit_draws(model, spec, draws: int, seed: int):
     from gapmodel.warmstart import pathfinder_start
 
     warm = pathfinder_start(model, 2, seed, draws)
+    s = spec.sampler  # the warm run's target, as gapmodel.fit.sample takes it
+    accept = (s.warm_start.target_accept if s.warm_start else None) or s.target_accept
     with model, limit_blas(1):
         step = pm.NUTS(vars=model.value_vars, potential=warm.potential(),
-                       target_accept=spec.sampler.target_accept,
+                       target_accept=accept,
                        logp_dlogp_func=warm.logp_dlogp)
         idata = pm.sample(draws=draws, tune=draws, step=step, chains=2, cores=2,
                           random_seed=seed, initvals=warm.initvals(2), progressbar=False,
