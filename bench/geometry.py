@@ -131,12 +131,10 @@ def first_fit_draws(model, spec, draws: int, seed: int):
     s = spec.sampler  # the warm run's target, as gapmodel.fit.sample takes it
     accept = (s.warm_start.target_accept if s.warm_start else None) or s.target_accept
     with model, limit_blas(1):
-        step = pm.NUTS(vars=model.value_vars, potential=warm.potential(),
-                       target_accept=accept,
-                       logp_dlogp_func=warm.logp_dlogp)
+        step = warm.nuts(model, accept)
         idata = pm.sample(draws=draws, tune=draws, step=step, chains=2, cores=2,
                           random_seed=seed, initvals=warm.initvals(2), progressbar=False,
-                          compute_convergence_checks=False,
+                          compute_convergence_checks=False, discard_tuned_samples=False,
                           idata_kwargs={"include_transformed": True})
     return idata, warm.logp_dlogp
 
@@ -217,6 +215,7 @@ def report_first_fit(idata, model, logp_dlogp, args, seconds: float, title: str)
     print(f"gradients per draw after warm-up {float(stats['n_steps'].mean()):.1f}; mean "
           f"step sizes {', '.join(f'{v:.3f}' for v in stats['step_size'].values.mean(1))}; "
           f"divergences {int(stats['diverging'].sum())}")
+    print("\n".join(tuning_lines(idata.warmup_sample_stats, stats, args.draws)))
     if draws.shape[0] > draws.shape[1]:
         print("eigenvalues of the scaled posterior correlation (smallest, then largest):")
         print("\n".join(directions(draws, labels)))
@@ -237,6 +236,25 @@ def report_first_fit(idata, model, logp_dlogp, args, seconds: float, title: str)
             values, vectors = spectrum(gradient, draws[row], root)
             print(f"preconditioned Hessian at draw {row}, {name}:")
             print("\n".join(spectrum_lines(values, vectors, root, labels)))
+
+
+def tuning_lines(warmup, stats, tune: int) -> list[str]:
+    """Per chain: the gradients a draw in each of the adaptation windows (the settling
+    steps and the final fast ones as their own spans) and after tuning, and the step size
+    it settled on: where a chain's tuning spends its time."""
+    from gapmodel.warmstart import adaptation_windows
+
+    windows = adaptation_windows(tune)
+    spans = [(0, windows[0][0])] * (windows[0][0] > 0) + windows + [(windows[-1][1], tune)]
+    lines = ["gradients a draw per chain, by tuning window (steps): "
+             + ", ".join(f"{a}-{b}" for a, b in spans if b > a) + ", then after; step size"]
+    steps = warmup["n_steps"].values
+    for c in range(steps.shape[0]):
+        means = [f"{steps[c, a:b].mean():.0f}" for a, b in spans if b > a]
+        lines.append(f"  chain {c}: {' / '.join(means)}; after "
+                     f"{stats['n_steps'].values[c].mean():.0f}; step "
+                     f"{stats['step_size'].values[c].mean():.3f}")
+    return lines
 
 
 def hessian_root(gradient, point: np.ndarray, floor: float = 0.05) -> np.ndarray:

@@ -80,9 +80,7 @@ def sample(model: pm.Model, spec: ModelSpec, progress: bool = True,
     with model, threadpool_limits(limits=1, user_api="blas"):
         if warm is not None:
             settings = s.warm_start or WarmStartSettings()
-            reuse = {} if warm.logp_dlogp is None else {"logp_dlogp_func": warm.logp_dlogp}
-            step = pm.NUTS(vars=model.value_vars, potential=warm.potential(),
-                           target_accept=settings.target_accept or s.target_accept, **reuse)
+            step = warm.nuts(model, settings.target_accept or s.target_accept)
             tune = settings.tune if warm.adapt_tune is None else warm.adapt_tune
             return pm.sample(draws=settings.draws, tune=tune, step=step,
                              initvals=warm.initvals(s.chains), **common)

@@ -17,7 +17,8 @@ draws and would make every leapfrog step cost as much as a gradient.
 A first fit has no earlier posterior. `pathfinder_start` takes the starting points and a
 first matrix of the same shape from Pathfinder's Gaussian approximation
 (`gapmodel.pathfinder`), which tends to be too narrow, so that run's tuning also adapts
-the matrix to its own draws (`AdaptiveBlockPotential`, over Stan's windows).
+the matrix to its own draws and their gradients (`AdaptiveBlockPotential`, over Stan's
+windows).
 """
 
 from __future__ import annotations
@@ -60,6 +61,13 @@ class WarmStart:
     #: the compiled log density and gradient the start was found with (PyMC's
     #: `ValueGradFunction` over the model's value variables), for the run to reuse
     logp_dlogp: Any = None
+
+    def nuts(self, model: pm.Model, target_accept: float) -> pm.NUTS:
+        """PyMC's NUTS over the model's value variables under this start's potential,
+        reusing the compiled log density where the start has it."""
+        reuse = {} if self.logp_dlogp is None else {"logp_dlogp_func": self.logp_dlogp}
+        return pm.NUTS(vars=model.value_vars, potential=self.potential(),
+                            target_accept=target_accept, model=model, **reuse)
 
     def potential(self, rng=None) -> BlockPotential:
         if self.adapt_tune is not None:
@@ -232,9 +240,9 @@ class BlockPotential(QuadPotential):
 
 class AdaptiveBlockPotential(BlockPotential):
     """A block potential that re-estimates its matrix while tuning: at the end of each of
-    `adaptation_windows(tune)` from that window's draws (the variances and the block's
-    covariance), blended with the estimate before it as if that were `prior_draws`
-    draws. Fixed after tuning, as NUTS needs."""
+    `adaptation_windows(tune)` from that window's draws and their gradients
+    (`draws_and_gradients_estimate`), blended with the estimate before it as if that were
+    `prior_draws` draws. Fixed after tuning, as NUTS needs."""
 
     def __init__(self, dense: np.ndarray, block_cov: np.ndarray, variance: np.ndarray,
                  tune: int, prior_draws: int = 10, dtype=None, rng=None):
@@ -247,7 +255,7 @@ class AdaptiveBlockPotential(BlockPotential):
     def reset(self) -> None:
         self._set(*self._start)
         self._step = 0
-        self._window: list[np.ndarray] = []
+        self._window: list[tuple[np.ndarray, np.ndarray]] = []
 
     def update(self, sample, grad, tune) -> None:
         if not tune:
@@ -255,16 +263,18 @@ class AdaptiveBlockPotential(BlockPotential):
         step, self._step = self._step, self._step + 1
         for first, last in self._windows:
             if first <= step < last:
-                self._window.append(np.array(sample, dtype=float))
+                self._window.append((np.array(sample, dtype=float),
+                                     np.array(grad, dtype=float)))
                 if step == last - 1:
-                    self._adapt(np.array(self._window))
+                    draws, grads = (np.array(v) for v in zip(*self._window, strict=True))
+                    self._adapt(draws, grads)
                     self._window = []
 
-    def _adapt(self, draws: np.ndarray) -> None:
+    def _adapt(self, draws: np.ndarray, grads: np.ndarray) -> None:
         n, w = len(draws), self._prior_draws
-        block = np.cov(draws[:, self._dense].T).reshape(len(self._dense), len(self._dense))
+        block, variance = draws_and_gradients_estimate(draws, grads, self._dense)
         self._set((n * block + w * self._cov) / (n + w),
-                  (n * draws.var(axis=0) + w * self._full_variance) / (n + w))
+                  (n * variance + w * self._full_variance) / (n + w))
 
     def _set(self, block_cov: np.ndarray, variance: np.ndarray) -> None:
         self._cov = np.asarray(block_cov, dtype=self.dtype)
@@ -272,3 +282,35 @@ class AdaptiveBlockPotential(BlockPotential):
             np.zeros((0, 0))
         self._full_variance = np.asarray(variance, dtype=self.dtype)
         self._var = self._full_variance[self._rest]
+
+
+def draws_and_gradients_estimate(draws: np.ndarray, grads: np.ndarray, dense: np.ndarray
+                                 ) -> tuple[np.ndarray, np.ndarray]:
+    """The posterior covariance a window of draws and their log density's gradients point
+    to, as nutpie's adaptation estimates it: per coordinate sqrt(var(draws) / var(grads)),
+    and over the dense block the matrix S with S cov(grads) S = cov(draws) (the geometric
+    mean of cov(draws) and cov(grads)^-1), each covariance first shrunk towards its
+    diagonal by d / (n + d) for d coordinates and n draws. For a Gaussian both are exact
+    however little of it the window explored: a chain that moved over a tenth of a
+    coordinate's width sees a tenth of its sd in the draws and ten times its precision's
+    root in the gradients, so a narrow starting matrix is corrected in one window, where
+    the draws alone would widen it only as far as the chain went."""
+    spread, pull = draws.var(axis=0), grads.var(axis=0)
+    usable = (spread > 0) & (pull > 0)
+    variance = np.where(usable, np.sqrt(spread / np.where(usable, pull, 1.0)), spread)
+    if not len(dense):
+        return np.zeros((0, 0)), variance
+    scale = np.sqrt(np.maximum(variance[dense], 1e-12))
+    n, d = len(draws), len(dense)
+
+    def shrunk(values: np.ndarray, factor: np.ndarray) -> np.ndarray:
+        cov = np.cov(values[:, dense].T).reshape(d, d) * factor
+        return (n * cov + d * np.diag(np.diag(cov))) / (n + d)
+
+    within = shrunk(draws, 1.0 / np.outer(scale, scale))
+    across = shrunk(grads, np.outer(scale, scale))
+    values, vectors = linalg.eigh(within)
+    root = (vectors * np.sqrt(np.maximum(values, 1e-12))) @ vectors.T
+    values, vectors = linalg.eigh(root @ across @ root)
+    middle = (vectors / np.sqrt(np.maximum(values, 1e-12))) @ vectors.T
+    return root @ middle @ root * np.outer(scale, scale), variance

@@ -95,3 +95,20 @@ def test_geometry_preconditioned_hessian_names_what_the_diagonal_misses():
     first, second = top.split(", ")[:2]  # the pair loads most, with opposite signs
     assert {first.split()[1], second.split()[0]} == {"a[0]", "b[0]"}
     assert first.split()[2][0] != second.split()[1][0]
+
+
+def test_geometry_tuning_lines_show_where_each_chain_spends_its_tuning():
+    """bench/geometry.py: per chain, the gradients a draw in each adaptation window of a
+    first fit's tuning (Stan's windows over 400 steps) and after, and its step size."""
+    import xarray as xr
+
+    geometry = load_bench("geometry")
+    steps = np.full((2, 400), 31.0)
+    steps[1, 25:75] = 127.0  # the second chain's second window takes four times the work
+    warmup = xr.Dataset({"n_steps": (("chain", "draw"), steps)})
+    stats = xr.Dataset({"n_steps": (("chain", "draw"), np.full((2, 10), 15.0)),
+                        "step_size": (("chain", "draw"), np.full((2, 10), 0.2))})
+    lines = geometry.tuning_lines(warmup, stats, 400)
+    assert "0-25, 25-75, 75-350, 350-400" in lines[0]
+    assert lines[1] == "  chain 0: 31 / 31 / 31 / 31; after 15; step 0.200"
+    assert lines[2] == "  chain 1: 31 / 127 / 31 / 31; after 15; step 0.200"

@@ -7,7 +7,11 @@ import pymc as pm
 import pytest
 
 from gapmodel.pathfinder import PathfinderError, pathfinder
-from gapmodel.warmstart import AdaptiveBlockPotential, adaptation_windows
+from gapmodel.warmstart import (
+    AdaptiveBlockPotential,
+    adaptation_windows,
+    draws_and_gradients_estimate,
+)
 
 
 def _gaussian(n: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
@@ -86,28 +90,56 @@ def test_adaptation_windows_follow_stan(tune, settle, windows):
     assert adaptation_windows(tune, settle) == windows
 
 
+#: a Gaussian whose coordinates 0 and 2 are tied (the dense block), and 1 and 3 (the
+#: diagonal part) too
+TRUE_COV = np.array([[1.0, 0.0, 0.6, 0.0], [0.0, 2.0, 0.0, 0.4], [0.6, 0.0, 1.5, 0.0],
+                     [0.0, 0.4, 0.0, 0.5]])
+
+
 def test_the_adaptive_potential_learns_each_window_and_stays_fixed_after_tuning():
-    """At each window's end the matrix becomes the window's covariance blended with the one
-    before it (as 10 draws); draws outside windows and after tuning change nothing; a
-    chain's reset returns the starting matrix."""
+    """At each window's end the matrix becomes the window's estimate from its draws and
+    gradients blended with the one before it (as 10 draws); draws outside windows and
+    after tuning change nothing; a chain's reset returns the starting matrix."""
     rng = np.random.default_rng(5)
     dense = np.array([0, 2])
     block0, variance0 = np.eye(2) * 4.0, np.full(4, 4.0)
     potential = AdaptiveBlockPotential(dense, block0, variance0, tune=100, rng=rng)
-    true_cov = np.array([[1.0, 0.3, 0.6, 0.0], [0.3, 2.0, 0.0, 0.0], [0.6, 0.0, 1.5, 0.0],
-                         [0.0, 0.0, 0.0, 0.5]])
-    draws = rng.multivariate_normal(np.zeros(4), true_cov, size=120)
+    precision = np.linalg.inv(TRUE_COV)
+    draws = rng.multivariate_normal(np.zeros(4), TRUE_COV, size=120)
     for x in draws[:100]:
-        potential.update(x, None, tune=True)
+        potential.update(x, -precision @ x, tune=True)
     window = draws[:90]  # tune=100: one window, steps 0 to 89
-    expected_block = (90 * np.cov(window[:, dense].T) + 10 * block0) / 100
-    expected_variance = (90 * window.var(axis=0) + 10 * variance0) / 100
+    block, variance = draws_and_gradients_estimate(window, -window @ precision, dense)
+    expected_block = (90 * block + 10 * block0) / 100
+    expected_variance = (90 * variance + 10 * variance0) / 100
     x = rng.standard_normal(4)
     velocity = potential.velocity(x)
     assert np.allclose(velocity[dense], expected_block @ x[dense])
     assert np.allclose(velocity[[1, 3]], expected_variance[[1, 3]] * x[[1, 3]])
     for x_after in draws[100:]:
-        potential.update(x_after, None, tune=False)
+        potential.update(x_after, -precision @ x_after, tune=False)
     assert np.allclose(potential.velocity(x), velocity)
     potential.reset()
     assert np.allclose(potential.velocity(x), 4.0 * x)
+
+
+@pytest.mark.parametrize("reach", [1.0, 0.1])
+def test_draws_and_gradients_find_the_covariance_from_a_chain_that_barely_moved(reach):
+    """A window whose chain explored only `reach` of the posterior's width (its draws a
+    shrunken copy of the posterior's) still gives the posterior's covariance: the draws
+    see reach x its sd, the gradients 1 / reach x its precision's root. From the draws
+    alone the window would give reach^2 x the variances."""
+    rng = np.random.default_rng(11)
+    precision = np.linalg.inv(TRUE_COV)
+    dense = np.array([0, 2])
+    draws = reach * rng.multivariate_normal(np.zeros(4), TRUE_COV, size=4000)
+    block, variance = draws_and_gradients_estimate(draws, -draws @ precision, dense)
+    # the block has no ties to the rest: its estimate is its covariance
+    assert np.allclose(block, TRUE_COV[np.ix_(dense, dense)], rtol=0.05, atol=0.03)
+    # a tied pair on the diagonal: the geometric mean of each one's marginal variance and
+    # its variance given the other
+    marginal, conditional = np.diag(TRUE_COV), 1.0 / np.diag(precision)
+    assert np.allclose(variance[[1, 3]], np.sqrt(marginal * conditional)[[1, 3]], rtol=0.05)
+    assert np.all(conditional[[1, 3]] < 0.9 * marginal[[1, 3]])
+    assert np.allclose(draws.var(axis=0), reach**2 * np.diag(TRUE_COV), rtol=0.08)
+
