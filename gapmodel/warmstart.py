@@ -287,25 +287,30 @@ class AdaptiveBlockPotential(BlockPotential):
 def draws_and_gradients_estimate(draws: np.ndarray, grads: np.ndarray, dense: np.ndarray
                                  ) -> tuple[np.ndarray, np.ndarray]:
     """The posterior covariance a window of draws and their log density's gradients point
-    to. Per coordinate, the larger of the draws' variance and nutpie's estimate
-    sqrt(var(draws) / var(grads)); over the dense block, the draws' correlations at those
-    variances.
-
-    For a Gaussian, nutpie's estimate lies between a coordinate's variance given the
-    others and its marginal variance, and it holds however little of the posterior the
-    window explored: a chain that moved over a tenth of a coordinate's width sees a tenth
-    of its sd in the draws and ten times its precision's root in the gradients. The
-    draws' own variance is the marginal one once the chain has explored. So the larger
-    of the two is the marginal variance where the chain explored and nutpie's where it
-    did not: a narrow starting matrix is widened in one window, where the draws alone
-    would widen it only as far as the chain went under it (docs/performance.md)."""
+    to, as nutpie's adaptation estimates it: per coordinate sqrt(var(draws) / var(grads)),
+    and over the dense block the matrix S with S cov(grads) S = cov(draws) (the geometric
+    mean of cov(draws) and cov(grads)^-1), each covariance first shrunk towards its
+    diagonal by d / (n + d) for d coordinates and n draws. For a Gaussian both are exact
+    however little of it the window explored: a chain that moved over a tenth of a
+    coordinate's width sees a tenth of its sd in the draws and ten times its precision's
+    root in the gradients, so a narrow starting matrix is corrected in one window, where
+    the draws alone would widen it only as far as the chain went."""
     spread, pull = draws.var(axis=0), grads.var(axis=0)
     usable = (spread > 0) & (pull > 0)
-    variance = np.maximum(spread, np.where(
-        usable, np.sqrt(spread / np.where(usable, pull, 1.0)), 0.0))
+    variance = np.where(usable, np.sqrt(spread / np.where(usable, pull, 1.0)), spread)
     if not len(dense):
         return np.zeros((0, 0)), variance
-    cov = np.cov(draws[:, dense].T).reshape(len(dense), len(dense))
-    sd = np.sqrt(np.maximum(np.diag(cov), 1e-300))
-    scale = np.sqrt(variance[dense])
-    return cov / np.outer(sd, sd) * np.outer(scale, scale), variance
+    scale = np.sqrt(np.maximum(variance[dense], 1e-12))
+    n, d = len(draws), len(dense)
+
+    def shrunk(values: np.ndarray, factor: np.ndarray) -> np.ndarray:
+        cov = np.cov(values[:, dense].T).reshape(d, d) * factor
+        return (n * cov + d * np.diag(np.diag(cov))) / (n + d)
+
+    within = shrunk(draws, 1.0 / np.outer(scale, scale))
+    across = shrunk(grads, np.outer(scale, scale))
+    values, vectors = linalg.eigh(within)
+    root = (vectors * np.sqrt(np.maximum(values, 1e-12))) @ vectors.T
+    values, vectors = linalg.eigh(root @ across @ root)
+    middle = (vectors / np.sqrt(np.maximum(values, 1e-12))) @ vectors.T
+    return root @ middle @ root * np.outer(scale, scale), variance
