@@ -17,13 +17,14 @@ for 100 areas); the smallest eigenvalues of fewer are noise.
 adapting a dense block over the small variables and a diagonal over the rest; tune and
 draws `--draws` each). `--hessian N` then needs no more draws than coordinates: at N
 posterior draws it prints the spectrum of the log density's Hessian preconditioned by the
-mass matrix such a run converges to (the draws' covariance over the dense block, their
-variances elsewhere), by the diagonal alone and, with N of 2 or more, by a dense mass
+draws' covariance over the dense block and their variances elsewhere (what such a run's
+matrix converges to when adapted from the draws alone), by the diagonal alone and, with N of 2 or more, by a dense mass
 matrix from the Hessian at another of those draws (how far a fixed curvature carries).
 Under a Gaussian, NUTS's step size scales as 1 / sqrt(largest eigenvalue) and the
 trajectory it needs as 1 / sqrt(smallest), so sqrt(largest / smallest) is about the
 gradients a draw that the geometry asks for; the extreme directions name the coordinates
-that make them.
+that make them. It also prints, per chain, the gradients a draw in each tuning window
+and after tuning, and the step size: where a first fit's tuning spends its time.
 """
 
 from __future__ import annotations

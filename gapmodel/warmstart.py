@@ -67,7 +67,7 @@ class WarmStart:
         reusing the compiled log density where the start has it."""
         reuse = {} if self.logp_dlogp is None else {"logp_dlogp_func": self.logp_dlogp}
         return pm.NUTS(vars=model.value_vars, potential=self.potential(),
-                            target_accept=target_accept, model=model, **reuse)
+                       target_accept=target_accept, model=model, **reuse)
 
     def potential(self, rng=None) -> BlockPotential:
         if self.adapt_tune is not None:
@@ -290,11 +290,13 @@ def draws_and_gradients_estimate(draws: np.ndarray, grads: np.ndarray, dense: np
     to, as nutpie's adaptation estimates it: per coordinate sqrt(var(draws) / var(grads)),
     and over the dense block the matrix S with S cov(grads) S = cov(draws) (the geometric
     mean of cov(draws) and cov(grads)^-1), each covariance first shrunk towards its
-    diagonal by d / (n + d) for d coordinates and n draws. For a Gaussian both are exact
-    however little of it the window explored: a chain that moved over a tenth of a
-    coordinate's width sees a tenth of its sd in the draws and ten times its precision's
-    root in the gradients, so a narrow starting matrix is corrected in one window, where
-    the draws alone would widen it only as far as the chain went."""
+    diagonal by d / (n + d) for d coordinates and n draws. For a Gaussian neither depends
+    on how much of it the window explored (each coordinate's lies between its variance
+    given the others and its marginal variance, and is exact for one tied to none): a
+    chain that moved over a tenth of a coordinate's width sees a tenth of its sd in the
+    draws and ten times its precision's root in the gradients. So a narrow starting
+    matrix is corrected in one window, where the draws alone would widen it only as far
+    as the chain went (docs/performance.md)."""
     spread, pull = draws.var(axis=0), grads.var(axis=0)
     usable = (spread > 0) & (pull > 0)
     variance = np.where(usable, np.sqrt(spread / np.where(usable, pull, 1.0)), spread)
