@@ -18,8 +18,9 @@ adapting a dense block over the small variables and a diagonal over the rest; tu
 draws `--draws` each). `--hessian N` then needs no more draws than coordinates: at N
 posterior draws it prints the spectrum of the log density's Hessian preconditioned by the
 draws' covariance over the dense block and their variances elsewhere (what such a run's
-matrix converges to when adapted from the draws alone), by the diagonal alone and, with N of 2 or more, by a dense mass
-matrix from the Hessian at another of those draws (how far a fixed curvature carries).
+matrix converges to when adapted from the draws alone), by the diagonal alone and, with
+N of 2 or more, by a dense mass matrix from the Hessian at another of those draws (how
+far a fixed curvature carries).
 Under a Gaussian, NUTS's step size scales as 1 / sqrt(largest eigenvalue) and the
 trajectory it needs as 1 / sqrt(smallest), so sqrt(largest / smallest) is about the
 gradients a draw that the geometry asks for; the extreme directions name the coordinates
