@@ -126,8 +126,10 @@ def test_the_adaptive_potential_learns_each_window_and_stays_fixed_after_tuning(
 @pytest.mark.parametrize("reach", [1.0, 0.1])
 def test_draws_and_gradients_find_the_covariance_from_a_chain_that_barely_moved(reach):
     """A window whose chain explored only `reach` of the posterior's width (its draws a
-    shrunken copy of the posterior's) still gives the posterior's covariance: the draws
-    see reach x its sd, the gradients 1 / reach x its precision's root. From the draws
+    shrunken copy of the posterior's) gives the same estimate as one that explored it
+    all: the draws see reach x its sd, the gradients 1 / reach x its precision's root.
+    That estimate is the covariance over a block tied to nothing else, and between the
+    variance given the others and the marginal one for a tied coordinate. From the draws
     alone the window would give reach^2 x the variances."""
     rng = np.random.default_rng(11)
     precision = np.linalg.inv(TRUE_COV)
@@ -142,4 +144,3 @@ def test_draws_and_gradients_find_the_covariance_from_a_chain_that_barely_moved(
     assert np.allclose(variance[[1, 3]], np.sqrt(marginal * conditional)[[1, 3]], rtol=0.05)
     assert np.all(conditional[[1, 3]] < 0.9 * marginal[[1, 3]])
     assert np.allclose(draws.var(axis=0), reach**2 * np.diag(TRUE_COV), rtol=0.08)
-
