@@ -195,36 +195,87 @@ def adaptation_windows(tune: int, settle: int = 0) -> list[tuple[int, int]]:
 
 class BlockPotential(QuadPotential):
     """A fixed mass matrix whose inverse (the posterior covariance) is dense over some
-    coordinates and diagonal over the rest."""
+    coordinates and diagonal over the rest, optionally with a low-rank term across all of
+    them.
+
+    With R the root of the block + diagonal covariance (the block's Cholesky factor, the
+    diagonal's sds) and `low_rank` = (U, values), U orthonormal columns in R's whitened
+    coordinates, the covariance is R (I + U (diag(values) - I) U') R': a few directions
+    that cross every coordinate (a smooth spatial pattern traded between two sets of area
+    terms) stretched or shrunk by `values`, each step costing two products with U."""
 
     def __init__(self, dense: np.ndarray, block_cov: np.ndarray, variance: np.ndarray,
-                 dtype=None, rng=None):
+                 dtype=None, rng=None,
+                 low_rank: tuple[np.ndarray, np.ndarray] | None = None):
         super().__init__(rng=rng)
         self.dtype = dtype or "float64"
         self._dense = np.asarray(dense, dtype=int)
         rest = np.ones(len(variance), dtype=bool)
         rest[self._dense] = False
         self._rest = np.flatnonzero(rest)
+        self._n = len(variance)
+        self._set_base(block_cov, variance)
+        self._set_low_rank(low_rank)
+
+    def _set_base(self, block_cov: np.ndarray, variance: np.ndarray) -> None:
         self._cov = np.asarray(block_cov, dtype=self.dtype)
         self._chol = linalg.cholesky(self._cov, lower=True) if len(self._dense) else \
             np.zeros((0, 0))
-        self._var = np.asarray(variance, dtype=self.dtype)[self._rest]
-        self._n = len(variance)
+        self._full_variance = np.asarray(variance, dtype=self.dtype)
+        self._var = self._full_variance[self._rest]
+        self._sd = np.sqrt(self._var)
+
+    def _set_low_rank(self, low_rank: tuple[np.ndarray, np.ndarray] | None) -> None:
+        if low_rank is None or not len(low_rank[1]):
+            self._vectors, self._values = np.zeros((self._n, 0)), np.zeros(0)
+        else:
+            self._vectors = np.asarray(low_rank[0], dtype=self.dtype)
+            self._values = np.asarray(low_rank[1], dtype=self.dtype)
+
+    @property
+    def rank(self) -> int:
+        """The number of directions in the low-rank term."""
+        return len(self._values)
+
+    def whiten(self, x: np.ndarray, grad: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Rows of points and of gradients in R's whitened coordinates: R^-1 x and R' g."""
+        xs, gs = np.empty_like(x, dtype=float), np.empty_like(grad, dtype=float)
+        if len(self._dense):
+            xs[:, self._dense] = linalg.solve_triangular(self._chol, x[:, self._dense].T,
+                                                         lower=True).T
+            gs[:, self._dense] = grad[:, self._dense] @ self._chol
+        xs[:, self._rest] = x[:, self._rest] / self._sd
+        gs[:, self._rest] = grad[:, self._rest] * self._sd
+        return xs, gs
 
     def velocity(self, x, out=None):
         if out is None:
             out = np.empty_like(x)
-        out[self._dense] = self._cov @ x[self._dense]
-        out[self._rest] = self._var * x[self._rest]
+        if not self.rank:
+            out[self._dense] = self._cov @ x[self._dense]
+            out[self._rest] = self._var * x[self._rest]
+            return out
+        y = np.empty_like(x)  # R' x, stretched along U, then R
+        y[self._dense] = self._chol.T @ x[self._dense]
+        y[self._rest] = self._sd * x[self._rest]
+        y += self._vectors @ ((self._values - 1.0) * (self._vectors.T @ y))
+        out[self._dense] = self._chol @ y[self._dense]
+        out[self._rest] = self._sd * y[self._rest]
+        return out
+
+    def momentum(self, z: np.ndarray) -> np.ndarray:
+        """The momentum for a standard normal vector z: R'^-1 (I + U (values^-1/2 - 1) U') z,
+        distributed N(0, M) with M the inverse of the covariance."""
+        if self.rank:
+            z = z + self._vectors @ ((self._values ** -0.5 - 1.0) * (self._vectors.T @ z))
+        out = np.empty_like(z)
+        if len(self._dense):
+            out[self._dense] = linalg.solve_triangular(self._chol.T, z[self._dense])
+        out[self._rest] = z[self._rest] / self._sd
         return out
 
     def random(self):
-        vals = self.rng.normal(size=self._n).astype(self.dtype)
-        out = np.empty_like(vals)
-        if len(self._dense):
-            out[self._dense] = linalg.solve_triangular(self._chol.T, vals[self._dense])
-        out[self._rest] = vals[self._rest] / np.sqrt(self._var)
-        return out
+        return self.momentum(self.rng.normal(size=self._n).astype(self.dtype))
 
     def energy(self, x, velocity=None):
         if velocity is None:
@@ -242,18 +293,23 @@ class AdaptiveBlockPotential(BlockPotential):
     """A block potential that re-estimates its matrix while tuning: at the end of each of
     `adaptation_windows(tune)` from that window's draws and their gradients
     (`draws_and_gradients_estimate`), blended with the estimate before it as if that were
-    `prior_draws` draws. Fixed after tuning, as NUTS needs."""
+    `prior_draws` draws, and, with `low_rank`, the directions across all coordinates in
+    which the window's draws and gradients still disagree with that matrix
+    (`low_rank_estimate`). Fixed after tuning, as NUTS needs."""
 
     def __init__(self, dense: np.ndarray, block_cov: np.ndarray, variance: np.ndarray,
-                 tune: int, prior_draws: int = 10, dtype=None, rng=None):
+                 tune: int, prior_draws: int = 10, dtype=None, rng=None,
+                 low_rank: bool = True):
         super().__init__(dense, block_cov, variance, dtype=dtype, rng=rng)
         self._start = (np.array(block_cov, dtype=float), np.array(variance, dtype=float))
         self._windows = adaptation_windows(tune)
         self._prior_draws = prior_draws
+        self._adapt_low_rank = low_rank
         self.reset()
 
     def reset(self) -> None:
-        self._set(*self._start)
+        self._set_base(*self._start)
+        self._set_low_rank(None)
         self._step = 0
         self._window: list[tuple[np.ndarray, np.ndarray]] = []
 
@@ -273,15 +329,10 @@ class AdaptiveBlockPotential(BlockPotential):
     def _adapt(self, draws: np.ndarray, grads: np.ndarray) -> None:
         n, w = len(draws), self._prior_draws
         block, variance = draws_and_gradients_estimate(draws, grads, self._dense)
-        self._set((n * block + w * self._cov) / (n + w),
-                  (n * variance + w * self._full_variance) / (n + w))
-
-    def _set(self, block_cov: np.ndarray, variance: np.ndarray) -> None:
-        self._cov = np.asarray(block_cov, dtype=self.dtype)
-        self._chol = linalg.cholesky(self._cov, lower=True) if len(self._dense) else \
-            np.zeros((0, 0))
-        self._full_variance = np.asarray(variance, dtype=self.dtype)
-        self._var = self._full_variance[self._rest]
+        self._set_base((n * block + w * self._cov) / (n + w),
+                       (n * variance + w * self._full_variance) / (n + w))
+        self._set_low_rank(low_rank_estimate(*self.whiten(draws, grads))
+                           if self._adapt_low_rank else None)
 
 
 def draws_and_gradients_estimate(draws: np.ndarray, grads: np.ndarray, dense: np.ndarray
@@ -316,3 +367,33 @@ def draws_and_gradients_estimate(draws: np.ndarray, grads: np.ndarray, dense: np
     values, vectors = linalg.eigh(root @ across @ root)
     middle = (vectors / np.sqrt(np.maximum(values, 1e-12))) @ vectors.T
     return root @ middle @ root * np.outer(scale, scale), variance
+
+
+def low_rank_estimate(draws: np.ndarray, grads: np.ndarray, cutoff: float = 2.0,
+                      gamma: float = 1e-5) -> tuple[np.ndarray, np.ndarray]:
+    """Directions and their variances where a window's draws and gradients (rows, in
+    coordinates whitened by the current mass matrix) say the posterior is wider or
+    narrower than that matrix, as nutpie's low-rank adaptation finds them: in the span of
+    the centred draws and gradients, the matrix S with S cov(grads) S = cov(draws), each
+    covariance regularised by gamma x n times the identity, and of S's eigenvectors those
+    whose eigenvalue lies outside [1 / cutoff, cutoff]. For a Gaussian whose covariance in
+    these coordinates is I + U (diag(values) - I) U', S on that span is exactly that
+    matrix however few the draws, since each gradient is minus the precision times its
+    draw; so a window of a few hundred draws finds the few long directions among
+    thousands of coordinates that a block-diagonal matrix misses."""
+    n = len(draws)
+    spread = (draws - draws.mean(axis=0)).T / n
+    pull = (grads - grads.mean(axis=0)).T / n
+    basis, _ = np.linalg.qr(np.hstack([np.linalg.svd(spread, full_matrices=False)[0],
+                                       np.linalg.svd(pull, full_matrices=False)[0]]))
+    a, b = basis.T @ spread, basis.T @ pull
+    within = a @ a.T / gamma + np.eye(len(a))
+    across = b @ b.T / gamma + np.eye(len(b))
+    values, vectors = linalg.eigh(across)
+    root = (vectors * np.sqrt(values)) @ vectors.T
+    inverse_root = (vectors / np.sqrt(values)) @ vectors.T
+    values, vectors = linalg.eigh(root @ within @ root)
+    middle = (vectors * np.sqrt(np.maximum(values, 0.0))) @ vectors.T
+    values, vectors = linalg.eigh(inverse_root @ middle @ inverse_root)
+    keep = (values > cutoff) | (values < 1.0 / cutoff)
+    return basis @ vectors[:, keep], values[keep]
