@@ -148,3 +148,76 @@ def test_draws_and_gradients_find_the_covariance_from_a_chain_that_barely_moved(
     assert np.allclose(variance[[1, 3]], np.sqrt(marginal * conditional)[[1, 3]], rtol=0.05)
     assert np.all(conditional[[1, 3]] < 0.9 * marginal[[1, 3]])
     assert np.allclose(draws.var(axis=0), reach**2 * np.diag(TRUE_COV), rtol=0.08)
+
+
+def _factor_gaussian(rng: np.random.Generator, d: int = 60, strength: float = 50.0
+                     ) -> tuple[np.ndarray, np.ndarray]:
+    """A covariance over d coordinates, the first 4 a dense block, with one direction
+    across the other d - 4 (a common factor) `strength` + 1 times longer than the rest."""
+    factor = rng.normal(size=d)
+    factor[:4] = 0.0
+    factor /= np.linalg.norm(factor)
+    scale = np.exp(rng.normal(size=d))
+    cov = np.eye(d) + strength * np.outer(factor, factor)
+    cov[:4, :4] += 0.5
+    return np.arange(4), cov * np.outer(scale, scale)
+
+
+def _spread(potential: BlockPotential, cov: np.ndarray) -> float:
+    """sqrt(largest / smallest eigenvalue) of the covariance under the potential's mass
+    matrix: about the leapfrog steps a draw needs."""
+    matrix = np.column_stack([potential.velocity(e) for e in np.eye(len(cov))])
+    values = np.linalg.eigvals(np.linalg.solve(matrix, cov)).real
+    return float(np.sqrt(values.max() / values.min()))
+
+
+def _low_rank_adapted(cov: np.ndarray, dense: np.ndarray, window: int,
+                      rng: np.random.Generator) -> tuple[BlockPotential, BlockPotential]:
+    """The block + diagonal potential one window of posterior draws and their gradients
+    give, and the same with the low-rank term that window finds against it."""
+    draws = rng.multivariate_normal(np.zeros(len(cov)), cov, size=window)
+    grads = -draws @ np.linalg.inv(cov)
+    estimate = draws_and_gradients_estimate(draws, grads, dense)
+    base = BlockPotential(dense, *estimate)
+    vectors, values = low_rank_estimate(*base.whiten(draws, grads))
+    assert np.all((values > 2.0) | (values < 0.5))
+    assert np.allclose(vectors.T @ vectors, np.eye(len(values)))
+    return base, BlockPotential(dense, *estimate, low_rank=(vectors, values))
+
+
+@pytest.mark.parametrize("seed", [7, 8])
+def test_the_low_rank_term_follows_a_direction_across_the_diagonal_coordinates(seed):
+    """A long direction spread over the coordinates the block leaves diagonal (as a smooth
+    spatial pattern spreads over the areas) is one no block-diagonal matrix follows: the
+    spread stays above 6. From a window with more draws than coordinates the low-rank term
+    leaves no direction off by more than its cutoff (2), so a spread under 2."""
+    rng = np.random.default_rng(seed)
+    dense, cov = _factor_gaussian(rng, d=60)
+    base, adapted = _low_rank_adapted(cov, dense, 100, rng)
+    assert _spread(base, cov) > 6.0
+    assert _spread(adapted, cov) < 2.0
+    assert adapted.rank >= 1
+
+
+@pytest.mark.parametrize("seed", [7, 8])
+def test_with_fewer_draws_than_coordinates_the_low_rank_term_still_finds_the_long_one(
+        seed):
+    """With 200 draws over 400 coordinates (a 1,000-area window has 275 over 3,032) the
+    span of the draws and gradients holds the long direction but not every direction the
+    diagonal got wrong: the low-rank term cuts the spread by more than half, not to 2."""
+    rng = np.random.default_rng(seed)
+    dense, cov = _factor_gaussian(rng, d=400)
+    base, adapted = _low_rank_adapted(cov, dense, 200, rng)
+    assert _spread(base, cov) > 6.0
+    assert _spread(adapted, cov) < 0.5 * _spread(base, cov)
+    assert adapted.rank >= 1
+
+
+@pytest.mark.parametrize("seed", [7, 8])
+def test_the_low_rank_term_is_empty_where_the_block_and_diagonal_fit(seed):
+    """A Gaussian whose covariance is block + diagonal leaves nothing for the low-rank
+    term: no direction is off by more than the cutoff."""
+    rng = np.random.default_rng(seed)
+    dense, cov = _factor_gaussian(rng, d=60, strength=0.0)
+    _, adapted = _low_rank_adapted(cov, dense, 100, rng)
+    assert adapted.rank == 0

@@ -61,6 +61,29 @@ def test_block_potential_equals_the_dense_potential():
     assert np.all(np.abs(np.cov(momenta.T) - target) < 5 * sd)
 
 
+def test_the_low_rank_term_stretches_the_block_potential_along_its_directions():
+    """With (U, values) the covariance is R (I + U (diag(values) - I) U') R', R the block
+    + diagonal's root; each momentum is that covariance's inverse's root times a normal."""
+    rng = np.random.default_rng(3)
+    n, dense = 9, np.array([0, 4, 5])
+    factor = rng.normal(size=(3, 3))
+    block = factor @ factor.T + 0.5 * np.eye(3)
+    variance = rng.uniform(0.5, 2.0, size=n)
+    vectors = np.linalg.qr(rng.normal(size=(n, 2)))[0]
+    values = np.array([8.0, 0.25])
+    ours = BlockPotential(dense, block, variance, low_rank=(vectors, values))
+    root = np.diag(np.sqrt(variance))
+    root[np.ix_(dense, dense)] = np.linalg.cholesky(block)
+    full = root @ (np.eye(n) + vectors @ np.diag(values - 1.0) @ vectors.T) @ root.T
+    reference = QuadPotentialFull(full)
+    x = rng.normal(size=n)
+    np.testing.assert_allclose(ours.velocity(x), reference.velocity(x), rtol=1e-12)
+    np.testing.assert_allclose(ours.energy(x), reference.energy(x), rtol=1e-12)
+    momentum = np.column_stack([ours.momentum(e) for e in np.eye(n)])
+    np.testing.assert_allclose(momentum @ momentum.T @ full, np.eye(n), atol=1e-10)
+    assert ours.rank == 2
+
+
 def test_warm_start_is_dense_over_small_variables_in_sampled_coordinates():
     rng = np.random.default_rng(1)
     model = _small_model()
