@@ -376,11 +376,12 @@ def low_rank_estimate(draws: np.ndarray, grads: np.ndarray, cutoff: float = 2.0,
     narrower than that matrix, as nutpie's low-rank adaptation finds them: in the span of
     the centred draws and gradients, the matrix S with S cov(grads) S = cov(draws), each
     covariance regularised by gamma x n times the identity, and of S's eigenvectors those
-    whose eigenvalue lies outside [1 / cutoff, cutoff]. For a Gaussian whose covariance in
-    these coordinates is I + U (diag(values) - I) U', S on that span is exactly that
-    matrix however few the draws, since each gradient is minus the precision times its
-    draw; so a window of a few hundred draws finds the few long directions among
-    thousands of coordinates that a block-diagonal matrix misses."""
+    whose eigenvalue lies outside [1 / cutoff, cutoff]. For a Gaussian, from at least as
+    many draws as coordinates, S is its covariance (each gradient is minus the precision
+    times its draw), so every direction off by more than the cutoff is found. From fewer
+    (a 1,000-area window has 275 draws over 3,032 coordinates) the span holds the long
+    directions, which dominate the draws, but not all that the matrix got wrong
+    (tests/test_pathfinder.py)."""
     n = len(draws)
     spread = (draws - draws.mean(axis=0)).T / n
     pull = (grads - grads.mean(axis=0)).T / n
