@@ -243,7 +243,8 @@ def report_first_fit(idata, model, logp_dlogp, args, seconds: float, title: str)
 def tuning_lines(warmup, stats, tune: int) -> list[str]:
     """Per chain: the gradients a draw in each of the adaptation windows (the settling
     steps and the final fast ones as their own spans) and after tuning, and the step size
-    it settled on: where a chain's tuning spends its time."""
+    it settled on (and the low-rank term's widest and narrowest variance where the matrix
+    has one): where a chain's tuning spends its time."""
     from gapmodel.warmstart import adaptation_windows
 
     windows = adaptation_windows(tune)
@@ -255,8 +256,16 @@ def tuning_lines(warmup, stats, tune: int) -> list[str]:
         means = [f"{steps[c, a:b].mean():.0f}" for a, b in spans if b > a]
         lines.append(f"  chain {c}: {' / '.join(means)}; after "
                      f"{stats['n_steps'].values[c].mean():.0f}; step "
-                     f"{stats['step_size'].values[c].mean():.3f}")
+                     f"{stats['step_size'].values[c].mean():.3f}{_low_rank(stats, c)}")
     return lines
+
+
+def _low_rank(stats, chain: int) -> str:
+    """The low-rank term's widest and narrowest variance after tuning, where it has one."""
+    if "largest_eigval" not in stats or np.isnan(stats["largest_eigval"].values[chain, -1]):
+        return ""
+    return (f"; low rank {stats['largest_eigval'].values[chain, -1]:.3g} to "
+            f"{stats['smallest_eigval'].values[chain, -1]:.3g}")
 
 
 def hessian_root(gradient, point: np.ndarray, floor: float = 0.05) -> np.ndarray:

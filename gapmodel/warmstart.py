@@ -237,6 +237,15 @@ class BlockPotential(QuadPotential):
         """The number of directions in the low-rank term."""
         return len(self._values)
 
+    def stats(self) -> dict[str, float]:
+        """The low-rank term's largest and smallest variance (relative to the block +
+        diagonal; NaN without one), in the slots PyMC's NUTS keeps for a mass matrix's
+        eigenvalues."""
+        if not self.rank:
+            return {"largest_eigval": np.nan, "smallest_eigval": np.nan}
+        return {"largest_eigval": float(self._values.max()),
+                "smallest_eigval": float(self._values.min())}
+
     def whiten(self, x: np.ndarray, grad: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Rows of points and of gradients in R's whitened coordinates: R^-1 x and R' g."""
         xs, gs = np.empty_like(x, dtype=float), np.empty_like(grad, dtype=float)

@@ -112,3 +112,8 @@ def test_geometry_tuning_lines_show_where_each_chain_spends_its_tuning():
     assert "0-25, 25-75, 75-350, 350-400" in lines[0]
     assert lines[1] == "  chain 0: 31 / 31 / 31 / 31; after 15; step 0.200"
     assert lines[2] == "  chain 1: 31 / 127 / 31 / 31; after 15; step 0.200"
+    stats["largest_eigval"] = (("chain", "draw"), np.array([[np.nan] * 10, [9.5] * 10]))
+    stats["smallest_eigval"] = (("chain", "draw"), np.array([[np.nan] * 10, [0.25] * 10]))
+    lines = geometry.tuning_lines(warmup, stats, 400)
+    assert lines[1] == "  chain 0: 31 / 31 / 31 / 31; after 15; step 0.200"
+    assert lines[2].endswith("step 0.200; low rank 9.5 to 0.25")

@@ -82,6 +82,7 @@ def test_the_low_rank_term_stretches_the_block_potential_along_its_directions():
     momentum = np.column_stack([ours.momentum(e) for e in np.eye(n)])
     np.testing.assert_allclose(momentum @ momentum.T @ full, np.eye(n), atol=1e-10)
     assert ours.rank == 2
+    assert ours.stats() == {"largest_eigval": 8.0, "smallest_eigval": 0.25}
 
 
 def test_warm_start_is_dense_over_small_variables_in_sampled_coordinates():
