@@ -302,18 +302,19 @@ class AdaptiveBlockPotential(BlockPotential):
     """A block potential that re-estimates its matrix while tuning: at the end of each of
     `adaptation_windows(tune)` from that window's draws and their gradients
     (`draws_and_gradients_estimate`), blended with the estimate before it as if that were
-    `prior_draws` draws, and, with `low_rank`, the directions across all coordinates in
-    which the window's draws and gradients still disagree with that matrix
-    (`low_rank_estimate`). Fixed after tuning, as NUTS needs."""
+    `prior_draws` draws, and, from a window of at least `low_rank_draws` draws, the
+    directions across all coordinates in which its draws and gradients say that matrix is
+    off by more than `low_rank_cutoff` (`low_rank_estimate`; None: never). Fixed after
+    tuning, as NUTS needs."""
 
     def __init__(self, dense: np.ndarray, block_cov: np.ndarray, variance: np.ndarray,
                  tune: int, prior_draws: int = 10, dtype=None, rng=None,
-                 low_rank: bool = True):
+                 low_rank_cutoff: float | None = 4.0, low_rank_draws: int = 100):
         super().__init__(dense, block_cov, variance, dtype=dtype, rng=rng)
         self._start = (np.array(block_cov, dtype=float), np.array(variance, dtype=float))
         self._windows = adaptation_windows(tune)
         self._prior_draws = prior_draws
-        self._adapt_low_rank = low_rank
+        self._low_rank = (low_rank_cutoff, low_rank_draws)
         self.reset()
 
     def reset(self) -> None:
@@ -340,8 +341,9 @@ class AdaptiveBlockPotential(BlockPotential):
         block, variance = draws_and_gradients_estimate(draws, grads, self._dense)
         self._set_base((n * block + w * self._cov) / (n + w),
                        (n * variance + w * self._full_variance) / (n + w))
-        self._set_low_rank(low_rank_estimate(*self.whiten(draws, grads))
-                           if self._adapt_low_rank else None)
+        cutoff, enough = self._low_rank
+        self._set_low_rank(None if cutoff is None or n < enough else
+                           low_rank_estimate(*self.whiten(draws, grads), cutoff=cutoff))
 
 
 def draws_and_gradients_estimate(draws: np.ndarray, grads: np.ndarray, dense: np.ndarray
