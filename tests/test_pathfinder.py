@@ -100,9 +100,8 @@ TRUE_COV = np.array([[1.0, 0.0, 0.6, 0.0], [0.0, 2.0, 0.0, 0.4], [0.6, 0.0, 1.5,
 
 def test_the_adaptive_potential_learns_each_window_and_stays_fixed_after_tuning():
     """At each window's end the matrix becomes the window's estimate from its draws and
-    gradients blended with the one before it (as 10 draws), with the low-rank term the
-    window finds against it; draws outside windows and after tuning change nothing; a
-    chain's reset returns the starting matrix."""
+    gradients blended with the one before it (as 10 draws); draws outside windows and
+    after tuning change nothing; a chain's reset returns the starting matrix."""
     rng = np.random.default_rng(5)
     dense = np.array([0, 2])
     block0, variance0 = np.eye(2) * 4.0, np.full(4, 4.0)
@@ -113,10 +112,10 @@ def test_the_adaptive_potential_learns_each_window_and_stays_fixed_after_tuning(
         potential.update(x, -precision @ x, tune=True)
     window = draws[:90]  # tune=100: one window, steps 0 to 89
     block, variance = draws_and_gradients_estimate(window, -window @ precision, dense)
-    blended = ((90 * block + 10 * block0) / 100, (90 * variance + 10 * variance0) / 100)
-    # ...with the low-rank term the window's draws and gradients find against that matrix
-    whitened = BlockPotential(dense, *blended).whiten(window, -window @ precision)
-    expected = BlockPotential(dense, *blended, low_rank=low_rank_estimate(*whitened))
+    # 90 draws: too few for a low-rank term
+    expected = BlockPotential(dense, (90 * block + 10 * block0) / 100,
+                              (90 * variance + 10 * variance0) / 100)
+    assert potential.rank == 0
     x = rng.standard_normal(4)
     velocity = potential.velocity(x)
     assert np.allclose(velocity, expected.velocity(x))
@@ -221,3 +220,30 @@ def test_the_low_rank_term_is_empty_where_the_block_and_diagonal_fit(seed):
     dense, cov = _factor_gaussian(rng, d=60, strength=0.0)
     _, adapted = _low_rank_adapted(cov, dense, 100, rng)
     assert adapted.rank == 0
+
+
+def test_a_long_window_adds_the_low_rank_term_it_finds_against_the_blended_matrix():
+    """From a window of 100 draws or more the potential adds the directions off by more
+    than 4 that the window's draws and gradients find against its blended block +
+    diagonal; on a Gaussian with a long direction across the diagonal coordinates the
+    spread then falls from above 6 to under 4 (sqrt(4 / (1 / 4)), what the cutoff leaves)."""
+    rng = np.random.default_rng(9)
+    dense, cov = _factor_gaussian(rng, d=60)
+    start = (np.eye(4), np.ones(len(cov)))
+    potential = AdaptiveBlockPotential(dense, *start, tune=200, rng=rng)
+    draws = rng.multivariate_normal(np.zeros(len(cov)), cov, size=150)
+    grads = -draws @ np.linalg.inv(cov)
+    for x, g in zip(draws, grads, strict=True):
+        potential.update(x, g, tune=True)
+    first = draws_and_gradients_estimate(draws[:25], grads[:25], dense)
+    base = [(25 * new + 10 * old) / 35 for new, old in zip(first, start, strict=True)]
+    second = draws_and_gradients_estimate(draws[25:], grads[25:], dense)
+    base = [(125 * new + 10 * old) / 135 for new, old in zip(second, base, strict=True)]
+    whitened = BlockPotential(dense, *base).whiten(draws[25:], grads[25:])
+    expected = BlockPotential(dense, *base,
+                              low_rank=low_rank_estimate(*whitened, cutoff=4.0))
+    x = rng.standard_normal(len(cov))
+    assert potential.rank >= 1
+    assert np.allclose(potential.velocity(x), expected.velocity(x))
+    assert _spread(BlockPotential(dense, *base), cov) > 6.0
+    assert _spread(potential, cov) < 4.0
