@@ -18,7 +18,8 @@ A first fit has no earlier posterior. `pathfinder_start` takes the starting poin
 first matrix of the same shape from Pathfinder's Gaussian approximation
 (`gapmodel.pathfinder`), which tends to be too narrow, so that run's tuning also adapts
 the matrix to its own draws and their gradients (`AdaptiveBlockPotential`, over Stan's
-windows).
+windows), adding from its longest window a low-rank term for the few directions that
+cross every coordinate.
 """
 
 from __future__ import annotations
@@ -373,11 +374,17 @@ def draws_and_gradients_estimate(draws: np.ndarray, grads: np.ndarray, dense: np
 
     within = shrunk(draws, 1.0 / np.outer(scale, scale))
     across = shrunk(grads, np.outer(scale, scale))
+    return _geometric_mean(within, across) * np.outer(scale, scale), variance
+
+
+def _geometric_mean(within: np.ndarray, across: np.ndarray) -> np.ndarray:
+    """The positive-definite S with S `across` S = `within`: the geometric mean of the
+    draws' covariance and the inverse of the gradients' covariance."""
     values, vectors = linalg.eigh(within)
     root = (vectors * np.sqrt(np.maximum(values, 1e-12))) @ vectors.T
     values, vectors = linalg.eigh(root @ across @ root)
     middle = (vectors / np.sqrt(np.maximum(values, 1e-12))) @ vectors.T
-    return root @ middle @ root * np.outer(scale, scale), variance
+    return root @ middle @ root
 
 
 def low_rank_estimate(draws: np.ndarray, grads: np.ndarray, cutoff: float = 2.0,
@@ -399,13 +406,7 @@ def low_rank_estimate(draws: np.ndarray, grads: np.ndarray, cutoff: float = 2.0,
     basis, _ = np.linalg.qr(np.hstack([np.linalg.svd(spread, full_matrices=False)[0],
                                        np.linalg.svd(pull, full_matrices=False)[0]]))
     a, b = basis.T @ spread, basis.T @ pull
-    within = a @ a.T / gamma + np.eye(len(a))
-    across = b @ b.T / gamma + np.eye(len(b))
-    values, vectors = linalg.eigh(across)
-    root = (vectors * np.sqrt(values)) @ vectors.T
-    inverse_root = (vectors / np.sqrt(values)) @ vectors.T
-    values, vectors = linalg.eigh(root @ within @ root)
-    middle = (vectors * np.sqrt(np.maximum(values, 0.0))) @ vectors.T
-    values, vectors = linalg.eigh(inverse_root @ middle @ inverse_root)
+    values, vectors = linalg.eigh(_geometric_mean(a @ a.T / gamma + np.eye(len(a)),
+                                                  b @ b.T / gamma + np.eye(len(b))))
     keep = (values > cutoff) | (values < 1.0 / cutoff)
     return basis @ vectors[:, keep], values[keep]
