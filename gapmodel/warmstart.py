@@ -12,7 +12,10 @@ judges the fit (docs/performance.md has the figures).
 The matrix is dense over the small variables (intercepts, group effects, coefficients,
 scales: a few dozen coordinates, well estimated from thousands of draws) and diagonal over
 the large ones (per-area vectors), whose dense covariance could not be estimated from the
-draws and would make every leapfrog step cost as much as a gradient.
+draws and would make every leapfrog step cost as much as a gradient. A low-rank term adds
+the few directions that cross every coordinate (a smooth spatial pattern traded between
+the detection effects and the prevalence deviations), found from the new model's
+gradients at the earlier draws as nutpie's low-rank adaptation finds them.
 
 A first fit has no earlier posterior. `pathfinder_start` takes the starting points and a
 first matrix of the same shape from Pathfinder's Gaussian approximation
@@ -41,6 +44,11 @@ from gapmodel.pathfinder import pathfinder
 DENSE_VARIABLE_SIZE = 32
 #: ...which holds at most this many coordinates (further small variables are diagonal).
 DENSE_BLOCK_LIMIT = 256
+#: The low-rank term keeps the directions in which the block + diagonal is off by more
+#: than this factor...
+LOW_RANK_CUTOFF = 4.0
+#: ...estimated for a warm start from the gradients at up to this many earlier draws.
+GRADIENT_DRAWS = 1000
 
 
 class WarmStartError(ValueError):
@@ -62,6 +70,8 @@ class WarmStart:
     #: the compiled log density and gradient the start was found with (PyMC's
     #: `ValueGradFunction` over the model's value variables), for the run to reuse
     logp_dlogp: Any = None
+    #: a fixed matrix's low-rank term, (U, values) as `BlockPotential` takes it
+    low_rank: tuple[np.ndarray, np.ndarray] | None = None
 
     def nuts(self, model: pm.Model, target_accept: float) -> pm.NUTS:
         """PyMC's NUTS over the model's value variables under this start's potential,
@@ -74,7 +84,8 @@ class WarmStart:
         if self.adapt_tune is not None:
             return AdaptiveBlockPotential(self.dense, self.block_cov, self.variance,
                                           self.adapt_tune, rng=rng)
-        return BlockPotential(self.dense, self.block_cov, self.variance, rng=rng)
+        return BlockPotential(self.dense, self.block_cov, self.variance, rng=rng,
+                              low_rank=self.low_rank)
 
     def initvals(self, chains: int) -> list[dict[str, np.ndarray]]:
         """Starting points for `chains` chains, cycling over the earlier chains' ends."""
@@ -106,9 +117,13 @@ def unconstrained_draws(model: pm.Model, posterior: xr.Dataset) -> dict[str, np.
     return out
 
 
-def warm_start(model: pm.Model, posterior: xr.Dataset, source: str) -> WarmStart:
+def warm_start(model: pm.Model, posterior: xr.Dataset, source: str,
+               low_rank_cutoff: float | None = LOW_RANK_CUTOFF) -> WarmStart:
     """The mass matrix and starting points for `model` from `posterior`, the draws of an
-    earlier fit of the same spec; WarmStartError if the two do not match."""
+    earlier fit of the same spec; WarmStartError if the two do not match. The matrix is
+    the draws' covariance over the dense block and their variances elsewhere, with a
+    low-rank term from the model's gradients at up to `GRADIENT_DRAWS` of the draws
+    (`low_rank_estimate`; None: none) for the directions that cross every coordinate."""
     draws = unconstrained_draws(model, posterior)
     sizes = [d.shape[1] for d in draws.values()]
     flat = np.concatenate(list(draws.values()), axis=1)
@@ -125,8 +140,19 @@ def warm_start(model: pm.Model, posterior: xr.Dataset, source: str) -> WarmStart
     chains = posterior.sizes["chain"]
     points = [{rv.name: posterior[rv.name].values[c, -1] for rv in model.free_RVs}
               for c in range(chains)]
+    logp_grad, low_rank = None, None
+    if low_rank_cutoff is not None:
+        logp_grad = model.logp_dlogp_function(model.value_vars, ravel_inputs=True)
+        logp_grad.set_extra_values({})
+        rows = flat[np.unique(np.linspace(0, n - 1, min(n, GRADIENT_DRAWS)).astype(int))]
+        grads = np.array([logp_grad(x)[1] for x in rows])
+        finite = np.isfinite(grads).all(axis=1)  # new data may rule out an earlier draw
+        if finite.sum() >= 100:
+            base = BlockPotential(index, block, variance)
+            low_rank = low_rank_estimate(*base.whiten(rows[finite], grads[finite]),
+                                         cutoff=low_rank_cutoff)
     return WarmStart(source=source, dense=index, block_cov=block, variance=variance,
-                     points=points)
+                     points=points, logp_dlogp=logp_grad, low_rank=low_rank)
 
 
 def pathfinder_start(model: pm.Model, chains: int, seed: int, tune: int) -> WarmStart:
@@ -310,7 +336,7 @@ class AdaptiveBlockPotential(BlockPotential):
 
     def __init__(self, dense: np.ndarray, block_cov: np.ndarray, variance: np.ndarray,
                  tune: int, prior_draws: int = 10, dtype=None, rng=None,
-                 low_rank_cutoff: float | None = 4.0, low_rank_draws: int = 100):
+                 low_rank_cutoff: float | None = LOW_RANK_CUTOFF, low_rank_draws: int = 100):
         super().__init__(dense, block_cov, variance, dtype=dtype, rng=rng)
         self._start = (np.array(block_cov, dtype=float), np.array(variance, dtype=float))
         self._windows = adaptation_windows(tune)

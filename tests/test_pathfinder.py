@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pymc as pm
 import pytest
+from gaussians import factor_gaussian, spread
 
 from gapmodel.pathfinder import PathfinderError, pathfinder
 from gapmodel.warmstart import (
@@ -149,27 +150,6 @@ def test_draws_and_gradients_find_the_covariance_from_a_chain_that_barely_moved(
     assert np.allclose(draws.var(axis=0), reach**2 * np.diag(TRUE_COV), rtol=0.08)
 
 
-def _factor_gaussian(rng: np.random.Generator, d: int = 60, strength: float = 50.0
-                     ) -> tuple[np.ndarray, np.ndarray]:
-    """A covariance over d coordinates, the first 4 a dense block, with one direction
-    across the other d - 4 (a common factor) `strength` + 1 times longer than the rest."""
-    factor = rng.normal(size=d)
-    factor[:4] = 0.0
-    factor /= np.linalg.norm(factor)
-    scale = np.exp(rng.normal(size=d))
-    cov = np.eye(d) + strength * np.outer(factor, factor)
-    cov[:4, :4] += 0.5
-    return np.arange(4), cov * np.outer(scale, scale)
-
-
-def _spread(potential: BlockPotential, cov: np.ndarray) -> float:
-    """sqrt(largest / smallest eigenvalue) of the covariance under the potential's mass
-    matrix: about the leapfrog steps a draw needs."""
-    matrix = np.column_stack([potential.velocity(e) for e in np.eye(len(cov))])
-    values = np.linalg.eigvals(np.linalg.solve(matrix, cov)).real
-    return float(np.sqrt(values.max() / values.min()))
-
-
 def _low_rank_adapted(cov: np.ndarray, dense: np.ndarray, window: int,
                       rng: np.random.Generator) -> tuple[BlockPotential, BlockPotential]:
     """The block + diagonal potential one window of posterior draws and their gradients
@@ -191,10 +171,10 @@ def test_the_low_rank_term_follows_a_direction_across_the_diagonal_coordinates(s
     spread stays above 6. From a window with more draws than coordinates the low-rank term
     leaves no direction off by more than its cutoff (2), so a spread under 2."""
     rng = np.random.default_rng(seed)
-    dense, cov = _factor_gaussian(rng, d=60)
+    dense, cov = factor_gaussian(rng, d=60)
     base, adapted = _low_rank_adapted(cov, dense, 100, rng)
-    assert _spread(base, cov) > 6.0
-    assert _spread(adapted, cov) < 2.0
+    assert spread(base, cov) > 6.0
+    assert spread(adapted, cov) < 2.0
     assert adapted.rank >= 1
 
 
@@ -205,10 +185,10 @@ def test_with_fewer_draws_than_coordinates_the_low_rank_term_still_finds_the_lon
     span of the draws and gradients holds the long direction but not every direction the
     diagonal got wrong: the low-rank term cuts the spread by more than half, not to 2."""
     rng = np.random.default_rng(seed)
-    dense, cov = _factor_gaussian(rng, d=400)
+    dense, cov = factor_gaussian(rng, d=400)
     base, adapted = _low_rank_adapted(cov, dense, 200, rng)
-    assert _spread(base, cov) > 6.0
-    assert _spread(adapted, cov) < 0.5 * _spread(base, cov)
+    assert spread(base, cov) > 6.0
+    assert spread(adapted, cov) < 0.5 * spread(base, cov)
     assert adapted.rank >= 1
 
 
@@ -217,7 +197,7 @@ def test_the_low_rank_term_is_empty_where_the_block_and_diagonal_fit(seed):
     """A Gaussian whose covariance is block + diagonal leaves nothing for the low-rank
     term: no direction is off by more than the cutoff."""
     rng = np.random.default_rng(seed)
-    dense, cov = _factor_gaussian(rng, d=60, strength=0.0)
+    dense, cov = factor_gaussian(rng, d=60, strength=0.0)
     _, adapted = _low_rank_adapted(cov, dense, 100, rng)
     assert adapted.rank == 0
 
@@ -228,7 +208,7 @@ def test_a_long_window_adds_the_low_rank_term_it_finds_against_the_blended_matri
     diagonal; on a Gaussian with a long direction across the diagonal coordinates the
     spread then falls from above 6 to under 4 (sqrt(4 / (1 / 4)), what the cutoff leaves)."""
     rng = np.random.default_rng(9)
-    dense, cov = _factor_gaussian(rng, d=60)
+    dense, cov = factor_gaussian(rng, d=60)
     start = (np.eye(4), np.ones(len(cov)))
     potential = AdaptiveBlockPotential(dense, *start, tune=200, rng=rng)
     draws = rng.multivariate_normal(np.zeros(len(cov)), cov, size=150)
@@ -245,5 +225,5 @@ def test_a_long_window_adds_the_low_rank_term_it_finds_against_the_blended_matri
     x = rng.standard_normal(len(cov))
     assert potential.rank >= 1
     assert np.allclose(potential.velocity(x), expected.velocity(x))
-    assert _spread(BlockPotential(dense, *base), cov) > 6.0
-    assert _spread(potential, cov) < 4.0
+    assert spread(BlockPotential(dense, *base), cov) > 6.0
+    assert spread(potential, cov) < 4.0

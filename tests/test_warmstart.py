@@ -6,8 +6,10 @@ from __future__ import annotations
 import arviz as az
 import numpy as np
 import pymc as pm
+import pytensor.tensor as pt
 import pytest
 import xarray as xr
+from gaussians import factor_gaussian, spread
 from pymc.step_methods.hmc.quadpotential import QuadPotentialFull
 
 from gapmodel.fit import sample
@@ -108,6 +110,31 @@ def test_warm_start_is_dense_over_small_variables_in_sampled_coordinates():
                                                    np.exp(log_s[0, -1])]
     draws_by_name = unconstrained_draws(model, posterior)
     np.testing.assert_allclose(draws_by_name["s_log__"][:, 0], log_s.ravel(), atol=1e-12)
+
+
+@pytest.mark.parametrize("seed", [7, 8])
+def test_a_warm_start_adds_the_low_rank_term_the_gradients_at_its_draws_find(seed):
+    """An earlier posterior with a long direction across the coordinates the block leaves
+    diagonal: its draws' covariance over the block and variances elsewhere leave a spread
+    above 6; the model's gradients at those draws add the directions off by more than 4,
+    leaving under 4 (sqrt(4 / (1 / 4)), what the cutoff leaves). The start keeps the
+    compiled log density for the run to reuse."""
+    rng = np.random.default_rng(seed)
+    dense, cov = factor_gaussian(rng, d=60)
+    with pm.Model() as model:  # a 4-coordinate variable in the block, the rest diagonal
+        b, v = pm.Flat("b", shape=4), pm.Flat("v", shape=56)
+        pm.Potential("density", pm.logp(pm.MvNormal.dist(np.zeros(60), cov),
+                                        pt.concatenate([b, v])))
+    draws = rng.multivariate_normal(np.zeros(60), cov, size=(2, 600))
+    posterior = _posterior({"b": draws[..., :4], "v": draws[..., 4:]})
+    without = warm_start(model, posterior, "earlier", low_rank_cutoff=None)
+    warm = warm_start(model, posterior, "earlier")
+    np.testing.assert_array_equal(warm.dense, dense)
+    assert without.low_rank is None and without.logp_dlogp is None
+    assert spread(without.potential(), cov) > 6.0
+    assert warm.potential().rank >= 1
+    assert spread(warm.potential(), cov) < 4.0
+    assert warm.logp_dlogp is not None
 
 
 def test_warm_start_refuses_a_posterior_of_another_model():
