@@ -121,15 +121,15 @@ def spectrum_lines(values: np.ndarray, vectors: np.ndarray, root: np.ndarray,
     return lines
 
 
-def first_fit_draws(model, spec, draws: int, seed: int):
+def first_fit_draws(model, spec, draws: int, seed: int, warm=None):
     """2 chains x (draws + draws) as a first fit samples them (Pathfinder's start, PyMC's
     NUTS adapting its covariance), keeping the value variables' draws; and the compiled
-    log density and gradient."""
+    log density and gradient. `warm`: Pathfinder's start, where already found."""
     import pymc as pm
 
     from gapmodel.warmstart import pathfinder_start
 
-    warm = pathfinder_start(model, 2, seed, draws)
+    warm = warm or pathfinder_start(model, 2, seed, draws)
     s = spec.sampler  # the warm run's target, as gapmodel.fit.sample takes it
     accept = (s.warm_start.target_accept if s.warm_start else None) or s.target_accept
     with model, limit_blas(1):
@@ -151,6 +151,10 @@ def main() -> None:
     parser.add_argument("--start", choices=["nutpie", "pathfinder"], default="nutpie",
                         help="cold nutpie with the spec's mass matrix, or a first fit's "
                              "Pathfinder start and PyMC's NUTS")
+    parser.add_argument("--low-rank-cutoff", nargs="+", type=float, default=None,
+                        help="--start pathfinder: a run from the same start for each "
+                             "cutoff of the adapted matrix's low-rank term (0: no term; "
+                             "default: the library's)")
     parser.add_argument("--hessian", type=int, default=0,
                         help="the preconditioned Hessian's spectrum at this many draws "
                              "(--start pathfinder)")
@@ -173,10 +177,18 @@ def main() -> None:
     s = spec.sampler
     seed = s.seed if args.seed is None else args.seed
     if args.start == "pathfinder":
-        start = time.perf_counter()
-        idata, logp_dlogp = first_fit_draws(model, spec, args.draws, seed)
-        report_first_fit(idata, model, logp_dlogp, args, time.perf_counter() - start,
-                         f"{spec.name}: {len(dataset.cells):,} cells")
+        from dataclasses import replace
+
+        from gapmodel.warmstart import LOW_RANK_CUTOFF, pathfinder_start
+
+        warm = pathfinder_start(model, 2, seed, args.draws)
+        for cutoff in args.low_rank_cutoff or [LOW_RANK_CUTOFF]:
+            start = time.perf_counter()
+            run = replace(warm, low_rank_cutoff=cutoff or None)
+            idata, logp_dlogp = first_fit_draws(model, spec, args.draws, seed, run)
+            term = f", low-rank cutoff {cutoff:g}" if cutoff else ", no low-rank term"
+            report_first_fit(idata, model, logp_dlogp, args, time.perf_counter() - start,
+                             f"{spec.name}: {len(dataset.cells):,} cells{term}")
         return
     compiled = nutpie.compile_pymc_model(model)
     start = time.perf_counter()
@@ -242,9 +254,10 @@ def report_first_fit(idata, model, logp_dlogp, args, seconds: float, title: str)
 
 def tuning_lines(warmup, stats, tune: int) -> list[str]:
     """Per chain: the gradients a draw in each of the adaptation windows (the settling
-    steps and the final fast ones as their own spans) and after tuning, and the step size
-    it settled on (and the low-rank term's widest and narrowest variance where the matrix
-    has one): where a chain's tuning spends its time."""
+    steps and the final fast ones as their own spans) and after tuning, the step size it
+    settled on, the wall time a gradient after tuning (the step's, mass matrix included)
+    and the low-rank term's widest and narrowest variance where the matrix has one: where
+    a chain's tuning spends its time."""
     from gapmodel.warmstart import adaptation_windows
 
     windows = adaptation_windows(tune)
@@ -256,8 +269,17 @@ def tuning_lines(warmup, stats, tune: int) -> list[str]:
         means = [f"{steps[c, a:b].mean():.0f}" for a, b in spans if b > a]
         lines.append(f"  chain {c}: {' / '.join(means)}; after "
                      f"{stats['n_steps'].values[c].mean():.0f}; step "
-                     f"{stats['step_size'].values[c].mean():.3f}{_low_rank(stats, c)}")
+                     f"{stats['step_size'].values[c].mean():.3f}{_per_gradient(stats, c)}"
+                     f"{_low_rank(stats, c)}")
     return lines
+
+
+def _per_gradient(stats, chain: int) -> str:
+    """Milliseconds of the chain's wall time a gradient after tuning, where recorded."""
+    if "perf_counter_diff" not in stats:
+        return ""
+    seconds = float(stats["perf_counter_diff"].values[chain].sum())
+    return f"; {1000 * seconds / float(stats['n_steps'].values[chain].sum()):.2f} ms a gradient"
 
 
 def _low_rank(stats, chain: int) -> str:

@@ -72,6 +72,8 @@ class WarmStart:
     logp_dlogp: Any = None
     #: a fixed matrix's low-rank term, (U, values) as `BlockPotential` takes it
     low_rank: tuple[np.ndarray, np.ndarray] | None = None
+    #: an adapted matrix's cutoff for its low-rank term (None: no term)
+    low_rank_cutoff: float | None = LOW_RANK_CUTOFF
 
     def nuts(self, model: pm.Model, target_accept: float) -> pm.NUTS:
         """PyMC's NUTS over the model's value variables under this start's potential,
@@ -83,7 +85,8 @@ class WarmStart:
     def potential(self, rng=None) -> BlockPotential:
         if self.adapt_tune is not None:
             return AdaptiveBlockPotential(self.dense, self.block_cov, self.variance,
-                                          self.adapt_tune, rng=rng)
+                                          self.adapt_tune, rng=rng,
+                                          low_rank_cutoff=self.low_rank_cutoff)
         return BlockPotential(self.dense, self.block_cov, self.variance, rng=rng,
                               low_rank=self.low_rank)
 

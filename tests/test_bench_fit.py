@@ -99,7 +99,8 @@ def test_geometry_preconditioned_hessian_names_what_the_diagonal_misses():
 
 def test_geometry_tuning_lines_show_where_each_chain_spends_its_tuning():
     """bench/geometry.py: per chain, the gradients a draw in each adaptation window of a
-    first fit's tuning (Stan's windows over 400 steps) and after, and its step size."""
+    first fit's tuning (Stan's windows over 400 steps) and after, its step size, the wall
+    time a gradient after tuning and the low-rank term's range."""
     import xarray as xr
 
     geometry = load_bench("geometry")
@@ -117,3 +118,8 @@ def test_geometry_tuning_lines_show_where_each_chain_spends_its_tuning():
     lines = geometry.tuning_lines(warmup, stats, 400)
     assert lines[1] == "  chain 0: 31 / 31 / 31 / 31; after 15; step 0.200"
     assert lines[2].endswith("step 0.200; low rank 9.5 to 0.25")
+    # 10 draws of 15 gradients in 0.3 s: 2 ms a gradient; the second chain twice that
+    stats["perf_counter_diff"] = (("chain", "draw"), np.array([[0.03] * 10, [0.06] * 10]))
+    lines = geometry.tuning_lines(warmup, stats, 400)
+    assert lines[1] == "  chain 0: 31 / 31 / 31 / 31; after 15; step 0.200; 2.00 ms a gradient"
+    assert lines[2].endswith("step 0.200; 4.00 ms a gradient; low rank 9.5 to 0.25")
