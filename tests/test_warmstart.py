@@ -137,6 +137,21 @@ def test_a_warm_start_adds_the_low_rank_term_the_gradients_at_its_draws_find(see
     assert warm.logp_dlogp is not None
 
 
+def test_a_warm_start_leaves_out_draws_where_the_new_model_has_no_finite_gradient():
+    """New data can rule out some of the earlier draws: the low-rank term comes from the
+    rest, and from none where fewer than 100 are left."""
+    with pm.Model() as model:
+        x = pm.Flat("x", shape=40)
+        pm.Potential("density", pt.sum(pt.sqrt(x + 3.0)) - 0.5 * pt.sum(x**2))
+    draws = np.random.default_rng(5).normal(size=(2, 300, 40))
+    draws[0, :250, 0] = -5.0  # the gradient of sqrt(x + 3) is NaN there
+    warm = warm_start(model, _posterior({"x": draws}), "earlier")
+    assert warm.low_rank is not None
+    assert all(np.isfinite(part).all() for part in warm.low_rank)
+    draws[1, :, 0] = -5.0  # 50 draws left
+    assert warm_start(model, _posterior({"x": draws}), "earlier").low_rank is None
+
+
 def test_warm_start_refuses_a_posterior_of_another_model():
     rng = np.random.default_rng(2)
     model = _small_model()
