@@ -21,11 +21,11 @@ warm-start lengths or each `--warm` pair; with `--pilot`, also as a first fit wo
 no earlier version: the spec's pilot (a short cold run; 300 + 200 where the spec has
 none) or one per (tune, draws) pair given, then warm from its draws at each warm row's
 lengths. Prints the wall time from the model's build to the last draw (compilation
-included), min bulk ESS and max R-hat over the gate's hyperparameters (and the worst
-one), ESS per second, gradients per draw after warm-up, the mean step size, divergences
-and whether the gate's ESS, R-hat and divergence checks pass (the national gap, which
-the gate also checks, needs the derive step: bench/derive.py), and the part of the wall
-time spent before sampling (the pilot, Pathfinder, or reading the active version).
+included), min bulk ESS and max R-hat over the gate's hyperparameters and the national
+gap (and the worst one; the gap's draws come from the derive step, after the wall time),
+ESS per second, gradients per draw after warm-up, the mean step size, divergences and
+whether the gate's ESS, R-hat and divergence checks pass, and the part of the wall time
+spent before sampling (the pilot, Pathfinder, or reading the active version).
 `--revisions` runs each row with the library as it was at each git revision (the `rev`
 column); `--pilot-maxdepth` gives the pilot rows nutpie's maximum tree depth (a row per
 value), `--pilot-method` their method (a row per value: `nuts`, a short run, 300 + 200
@@ -70,7 +70,7 @@ def run_one(spec_path: str, data_dir: str, registry: str, warm: tuple[int, int] 
     the warm lengths)."""
     import arviz as az
 
-    from gapmodel.fit import _warm_start_or_pilot, monitored, sample
+    from gapmodel.fit import _derive_all, _warm_start_or_pilot, monitored, sample
     from gapmodel.model import build_model
     from gapmodel.registry import Registry
     from gapmodel.sources import load_spec_data
@@ -105,7 +105,7 @@ def run_one(spec_path: str, data_dir: str, registry: str, warm: tuple[int, int] 
     spec = spec.model_copy(update={"sampler": s})
     dataset, _ = load_spec_data(spec, data_dir)
     start = time.perf_counter()
-    model, _ = build_model(dataset, spec)
+    model, data = build_model(dataset, spec)
     state = None
     if pilot is not None:
         state, _ = _warm_start_or_pilot(model, spec, None, progress=False)
@@ -117,12 +117,16 @@ def run_one(spec_path: str, data_dir: str, registry: str, warm: tuple[int, int] 
     wall = time.perf_counter() - start
     names = monitored(idata)
     posterior = idata.posterior.to_dataset()
-    least, worst = min_ess(posterior, names)
+    # the gate's ESS check covers the national gap too: its draws come from the derive step
+    total, _ = _derive_all(model, data, posterior, 1, s.seed)
+    gap = posterior[[]].assign(total_undiagnosed=(("chain", "draw"), total))
+    least, worst = min(min_ess(posterior, names), min_ess(gap, ["total_undiagnosed"]))
     rhat = az.rhat(posterior[names])
     stats = idata.sample_stats
     tune, draws = (warm if warm else (s.tune, s.draws))
     divergences = int(stats["diverging"].sum())
-    max_rhat = float(max(float(rhat[n].max()) for n in names))
+    max_rhat = float(max([float(rhat[n].max()) for n in names]
+                         + [float(az.rhat(gap)["total_undiagnosed"])]))
     p = spec.sampler.pilot
     start_label = f"pilot {p.tune}+{p.draws}" if pilot is not None and p else \
         "warm" if warm else "cold"

@@ -29,7 +29,7 @@ def test_warm_rows_follow_the_spec_or_the_pairs_given(warmstart):
     # a spec without warm-start lengths still gets a warm row
     assert warmstart._warm_rows("models/dementia_england_pcn.yaml", None, False) == [
         None, (300, 1000)]
-    assert warmstart._warm_rows("models/synthetic_icb.yaml", None, True) == [(300, 1000)]
+    assert warmstart._warm_rows("models/synthetic_icb.yaml", None, True) == [(300, 1500)]
 
 
 def test_warmstart_table(warmstart):
