@@ -148,7 +148,8 @@ def warm_start(model: pm.Model, posterior: xr.Dataset, source: str,
         logp_grad = model.logp_dlogp_function(model.value_vars, ravel_inputs=True)
         logp_grad.set_extra_values({})
         rows = flat[np.unique(np.linspace(0, n - 1, min(n, GRADIENT_DRAWS)).astype(int))]
-        grads = np.array([logp_grad(x)[1] for x in rows])
+        # each gradient copied as it comes: a compiled function may reuse its output
+        grads = np.array([np.array(logp_grad(x)[1], dtype=float) for x in rows])
         finite = np.isfinite(grads).all(axis=1)  # new data may rule out an earlier draw
         if finite.sum() >= 100:
             base = BlockPotential(index, block, variance)

@@ -16,8 +16,10 @@ from gapmodel.fit import sample
 from gapmodel.spec import ModelSpec
 from gapmodel.warmstart import (
     DENSE_VARIABLE_SIZE,
+    LOW_RANK_CUTOFF,
     BlockPotential,
     WarmStartError,
+    low_rank_estimate,
     unconstrained_draws,
     warm_start,
 )
@@ -135,6 +137,25 @@ def test_a_warm_start_adds_the_low_rank_term_the_gradients_at_its_draws_find(see
     assert warm.potential().rank >= 1
     assert spread(warm.potential(), cov) < 4.0
     assert warm.logp_dlogp is not None
+
+
+def test_a_warm_start_takes_its_low_rank_term_from_the_model_s_gradients_at_its_draws():
+    """The term is the estimate from the earlier draws and the model's own gradients at
+    each of them: for N(0, C) exactly -C^-1 x, draw by draw."""
+    rng = np.random.default_rng(9)
+    _, cov = factor_gaussian(rng, d=60)
+    with pm.Model() as model:
+        pm.MvNormal("x", np.zeros(60), cov)
+    draws = rng.multivariate_normal(np.zeros(60), cov, size=(2, 400))
+    warm = warm_start(model, _posterior({"x": draws}), "earlier")
+    rows = draws.reshape(800, 60)
+    base = BlockPotential(warm.dense, warm.block_cov, warm.variance)
+    vectors, values = low_rank_estimate(*base.whiten(rows, -rows @ np.linalg.inv(cov)),
+                                        cutoff=LOW_RANK_CUTOFF)
+    assert len(values) >= 1
+    np.testing.assert_allclose(warm.low_rank[1], values, rtol=1e-6)
+    np.testing.assert_allclose(np.abs(warm.low_rank[0].T @ vectors), np.eye(len(values)),
+                               atol=1e-6)
 
 
 def test_a_warm_start_leaves_out_draws_where_the_new_model_has_no_finite_gradient():
