@@ -20,7 +20,13 @@ def _log_choose(n, k):
 
 
 def binomial_logpmf(k, n, p):
-    return _log_choose(n, k) + k * pt.log(p) + (n - k) * pt.log1p(-p)
+    """log Binomial(k | n, p) for n > 0. log(1 - p) is taken as log(n - n p) - log(n):
+    written as log(1 - p), PyTensor turns it into log1p(-p), which costs three times a
+    log in numba and was a ninth of the synthetic gradient at 1,000 areas. The two differ
+    by rounding only where p is below about 1e-8, where the term is -n p to within 1e-16
+    of n; their derivatives in p agree exactly."""
+    n = pt.as_tensor(n)
+    return _log_choose(n, k) + k * pt.log(p) + (n - k) * (pt.log(n - n * p) - pt.log(n))
 
 
 def beta_binomial_logpmf(k, n, p, concentration):
