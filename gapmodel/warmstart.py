@@ -49,6 +49,9 @@ DENSE_BLOCK_LIMIT = 256
 LOW_RANK_CUTOFF = 4.0
 #: ...estimated for a warm start from the gradients at up to this many earlier draws.
 GRADIENT_DRAWS = 1000
+#: A first fit's first matrix comes from this many draws of Pathfinder's approximation
+#: and the log density's gradients at them.
+PATHFINDER_DRAWS = 200
 
 
 class WarmStartError(ValueError):
@@ -148,8 +151,7 @@ def warm_start(model: pm.Model, posterior: xr.Dataset, source: str,
         logp_grad = model.logp_dlogp_function(model.value_vars, ravel_inputs=True)
         logp_grad.set_extra_values({})
         rows = flat[np.unique(np.linspace(0, n - 1, min(n, GRADIENT_DRAWS)).astype(int))]
-        # each gradient copied as it comes: a compiled function may reuse its output
-        grads = np.array([np.array(logp_grad(x)[1], dtype=float) for x in rows])
+        grads = _gradients(logp_grad, rows)
         finite = np.isfinite(grads).all(axis=1)  # new data may rule out an earlier draw
         if finite.sum() >= 100:
             base = BlockPotential(index, block, variance)
@@ -159,11 +161,15 @@ def warm_start(model: pm.Model, posterior: xr.Dataset, source: str,
                      points=points, logp_dlogp=logp_grad, low_rank=low_rank)
 
 
-def pathfinder_start(model: pm.Model, chains: int, seed: int, tune: int) -> WarmStart:
+def pathfinder_start(model: pm.Model, chains: int, seed: int, tune: int,
+                     estimate_draws: int = PATHFINDER_DRAWS) -> WarmStart:
     """A first fit's start without an earlier posterior: Pathfinder's approximation from
     the initial point jittered by up to 2 on each coordinate (Stan's initialisation) gives
-    each chain its starting point (a draw) and the mass matrix to begin from, which the
-    run adapts over its `tune` steps."""
+    each chain its starting point (a draw), and `estimate_draws` more of its draws with
+    the log density's gradients at them the mass matrix to begin from
+    (`draws_and_gradients_estimate`; 0, or fewer than 100 draws with a finite gradient:
+    the approximation's own covariance, which tends to be too narrow), which the run
+    adapts over its `tune` steps."""
     rng = np.random.default_rng(seed)
     logp_grad = model.logp_dlogp_function(model.value_vars, ravel_inputs=True)
     logp_grad.set_extra_values({})
@@ -176,9 +182,22 @@ def pathfinder_start(model: pm.Model, chains: int, seed: int, tune: int) -> Warm
     draws = approx.draw(rng.standard_normal((chains, start.size)))
     points = [_constrained(model, DictToArrayBijection.rmap(RaveledVars(d, layout)))
               for d in draws]
-    return WarmStart(source="pathfinder", dense=index, block_cov=approx.covariance(index),
-                     variance=approx.variance(), points=points, adapt_tune=tune,
-                     logp_dlogp=logp_grad)
+    block, variance = approx.covariance(index), approx.variance()
+    if estimate_draws:
+        sample = approx.draw(rng.standard_normal((estimate_draws, start.size)))
+        grads = _gradients(logp_grad, sample)
+        finite = np.isfinite(grads).all(axis=1)
+        if finite.sum() >= 100:
+            block, variance = draws_and_gradients_estimate(sample[finite], grads[finite],
+                                                           index)
+    return WarmStart(source="pathfinder", dense=index, block_cov=block, variance=variance,
+                     points=points, adapt_tune=tune, logp_dlogp=logp_grad)
+
+
+def _gradients(logp_grad, rows: np.ndarray) -> np.ndarray:
+    """The log density's gradient at each row, each copied as it comes: a compiled
+    function may reuse its output."""
+    return np.array([np.array(logp_grad(x)[1], dtype=float) for x in rows])
 
 
 def _dense_positions(sizes: list[int]) -> np.ndarray:

@@ -14,6 +14,7 @@ from gapmodel.warmstart import (
     adaptation_windows,
     draws_and_gradients_estimate,
     low_rank_estimate,
+    pathfinder_start,
 )
 
 
@@ -227,3 +228,27 @@ def test_a_long_window_adds_the_low_rank_term_it_finds_against_the_blended_matri
     assert np.allclose(potential.velocity(x), expected.velocity(x))
     assert spread(BlockPotential(dense, *base), cov) > 6.0
     assert spread(potential, cov) < 4.0
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_a_first_fit_starts_from_pathfinders_draws_and_their_gradients(seed):
+    """On a Gaussian whose coordinates' sds span e^-3 to e^3 (a 4-coordinate block and 56
+    diagonal ones), L-BFGS's few position and gradient differences leave Pathfinder's own
+    covariance a spread above 50 (about the leapfrog steps a draw needs). Its draws and
+    the log density's gradients at them give a first matrix with a spread under 1.3, as a
+    window of draws and gradients would: each coordinate's sd whatever the draws' width."""
+    rng = np.random.default_rng(seed)
+    _, cov = factor_gaussian(rng, d=60, strength=0.0)
+    sd = np.exp(rng.uniform(-3, 3, 60))
+    cov = cov * np.outer(sd, sd)
+    with pm.Model() as model:
+        pm.MvNormal("a", mu=np.zeros(4), cov=cov[:4, :4])
+        pm.MvNormal("b", mu=np.zeros(56), cov=cov[4:, 4:])
+    own = pathfinder_start(model, 2, seed, 100, estimate_draws=0)
+    start = pathfinder_start(model, 2, seed, 100)
+    assert list(start.dense) == [0, 1, 2, 3] and start.adapt_tune == 100
+    assert spread(BlockPotential(own.dense, own.block_cov, own.variance), cov) > 50
+    assert spread(BlockPotential(start.dense, start.block_cov, start.variance), cov) < 1.3
+    # the same starting points either way: the estimate's draws come after the chains'
+    for a, b in zip(own.points, start.points, strict=True):
+        assert np.array_equal(a["b"], b["b"])
