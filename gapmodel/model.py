@@ -31,11 +31,11 @@ from gapmodel.data import Dataset
 from gapmodel.graph import Graph, component_scaling
 from gapmodel.layout import (
     area_sums,
-    by_stratum,
     grid_strata,
     index_sums,
     obs_are_areas,
     obs_totals,
+    summed_by_strata,
     to_cells,
 )
 from gapmodel.likelihood import beta_binomial_logpmf, binomial_logpmf, interval_logp
@@ -732,9 +732,8 @@ def build_model(dataset: Dataset, spec: ModelSpec) -> tuple[pm.Model, ModelData]
         gamma0 = _normal("gamma0", spec.detection.intercept)
         effects = {attr: _group_effect(attr, effect, len(data.group_levels[attr]))
                    for attr, effect in spec.detection.groups.items()}
-        group_term = pt.zeros(data.n_cells)
-        for attr, gamma in effects.items():
-            group_term = group_term + by_stratum(data, gamma, data.cell_group[attr])
+        group_term = summed_by_strata(
+            data, [(gamma, data.cell_group[attr]) for attr, gamma in effects.items()])
         # Area-level detection: intercept + covariates + area effect. With a centred area
         # effect the intercept and covariates are its mean (hierarchical centring), which
         # removes the ridge between them and the data-pinned area effects. Sampled (not
@@ -749,21 +748,26 @@ def build_model(dataset: Dataset, spec: ModelSpec) -> tuple[pm.Model, ModelData]
         # true prevalence
         alpha_shift, rr_shift = _prevalence_shifts(spec, data, gamma0, effects)
         alpha = _sheared_alpha(spec, data, alpha_shift)
-        logit_pi = by_stratum(data, alpha, data.cell_ref) + data.cell_offset_fixed
+        # per stratum and per area, each summed before it is gathered to the cells
+        strata_pi = [(alpha, data.cell_ref)]
         if len(data.offset_groups):
             log_rr = _sheared_offsets(data, rr_shift)
-            has = data.cell_offset_group >= 0
-            logit_pi = logit_pi + pt.where(
-                has, by_stratum(data, log_rr, np.maximum(data.cell_offset_group, 0)), 0.0)
+            n_rr = len(data.offset_groups)  # cells without a group take the appended 0
+            strata_pi.append((pt.concatenate([log_rr, pt.zeros(1)]),
+                              np.where(data.cell_offset_group >= 0, data.cell_offset_group,
+                                       n_rr)))
+        logit_pi = summed_by_strata(data, strata_pi) + data.cell_offset_fixed
         covariates_pi = pt.zeros(len(data.areas))
+        area_pi = []
         if data.x_pi.shape[1]:
             covariates_pi = data.x_pi @ _coefficients(
                 "beta_pi", list(spec.prevalence.covariates.values()), "cov_pi")
-            logit_pi = logit_pi + to_cells(data, covariates_pi)
+            area_pi.append(covariates_pi)
         if spec.prevalence.sigma_eps > 0:
-            eps = _prevalence_deviation(spec, data, _deviation_shift(
-                spec, data, area_logit, gamma0, covariates_pi))
-            logit_pi = logit_pi + to_cells(data, eps)
+            area_pi.append(_prevalence_deviation(spec, data, _deviation_shift(
+                spec, data, area_logit, gamma0, covariates_pi)))
+        if area_pi:
+            logit_pi = logit_pi + to_cells(data, sum(area_pi))
         pi = pm.math.sigmoid(logit_pi)
         weight = _completeness_weights(spec, data)
         concentration = None

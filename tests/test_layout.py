@@ -67,6 +67,34 @@ def test_grid_reshapes_give_what_indexing_gives(grid):
         np.bincount(data.cell_area, weights=values * weight, minlength=N_AREAS), rtol=1e-14)
 
 
+@pytest.mark.parametrize("grid", [True, False])
+def test_terms_summed_by_strata_are_the_sum_of_their_gathers(grid):
+    """Three terms by their own per-cell index (one repeating on the grid, one varying
+    between areas) gathered once: the same values and gradient as three gathers, and one
+    gather where the three would each need their own."""
+    data = _grid_data() if grid else _grid_data(grid_strata=0, obs_are_areas=False)
+    rng = np.random.default_rng(3)
+    sizes = (3, 4, 2)
+    indices = [data.cell_ref, rng.integers(0, 4, size=data.n_cells),
+               np.tile([0, 1, 0, 1, 1], N_AREAS)]
+    inputs = [pt.dvector(f"v{k}") for k in range(3)]
+    values = [rng.normal(size=n) for n in sizes]
+    summed = layout.summed_by_strata(data, list(zip(inputs, indices, strict=True)))
+    expected = sum(v[i] for v, i in zip(values, indices, strict=True))
+    np.testing.assert_allclose(_eval(summed, inputs, values), expected, rtol=1e-14)
+    weights = rng.normal(size=data.n_cells)
+    grads = pytensor.grad((summed * weights).sum(), inputs)
+    for got, index, size in zip(_eval(grads, inputs, values), indices, sizes, strict=True):
+        np.testing.assert_allclose(got, np.bincount(index, weights=weights, minlength=size),
+                                   rtol=1e-12)
+    f = pytensor.function(inputs, summed)
+    gathers = [node for node in f.maker.fgraph.apply_nodes
+               if type(node.op).__name__.startswith("AdvancedSubtensor")
+               and node.inputs[1].type.shape == (data.n_cells,)]
+    assert len(gathers) == 1
+    assert layout.summed_by_strata(data, []).eval().shape == (data.n_cells,)
+
+
 def test_an_index_that_varies_between_areas_is_gathered_by_index():
     data = _grid_data()
     index = np.random.default_rng(2).integers(0, 3, size=data.n_cells)
