@@ -354,8 +354,9 @@ def _group_effect(attr: str, effect: GroupEffect, size: int) -> pt.TensorVariabl
 
 
 def _area_effect(spec: ModelSpec, data: ModelData, dataset: Dataset, intercept,
-                 covariate_term) -> pt.TensorVariable:
-    """Area-level logit detection: intercept + covariate term + the area effect."""
+                 covariate_term, covariates=None) -> pt.TensorVariable:
+    """Area-level logit detection: intercept + covariate term (X beta, `covariates` = (X,
+    beta) or None) + the area effect."""
     area = spec.detection.area
     mean = intercept + covariate_term
     if area.type == "none":
@@ -365,7 +366,7 @@ def _area_effect(spec: ModelSpec, data: ModelData, dataset: Dataset, intercept,
         if not len(graph.edges):
             raise ValueError("a BYM2 area effect needs an adjacency table")
         return bym2_effect(graph, sigma_prior=area.sigma, centered=area.centered, mean=mean,
-                           rho_prior=area.rho_prior)
+                           rho_prior=area.rho_prior, covariates=covariates)
     sigma = pm.HalfNormal("sigma_u", area.sigma)
     if area.type == "iid":
         if area.centered:
@@ -443,7 +444,7 @@ EIGEN_LIMIT = 1500
 
 def bym2_effect(graph: Graph, *, sigma_prior: float, centered: bool, mean=0.0,
                 rho_prior: tuple[float, float] = (1.0, 1.0),
-                eigen_limit: int = EIGEN_LIMIT) -> pt.TensorVariable:
+                eigen_limit: int = EIGEN_LIMIT, covariates=None) -> pt.TensorVariable:
     """BYM2 (Riebler et al. 2016) on the adjacency graph, each connected component's ICAR
     scaled on its own; isolated areas take the unstructured part only (variance sigma^2).
     Its scale sigma (`sigma_u`) has a HalfNormal(`sigma_prior`) prior, its mixing rho
@@ -454,11 +455,14 @@ def bym2_effect(graph: Graph, *, sigma_prior: float, centered: bool, mean=0.0,
     Components up to `eigen_limit` areas are evaluated in their Laplacian eigenbasis,
     larger ones in sparse form (a conjugate-gradient solve per gradient), and then sigma
     is sampled relative to the scale those areas' effects imply (`_sheared_sigma`).
+    Where `mean` is one level for all areas plus X beta, `covariates` = (X, beta) lets each
+    eigenbasis project X once, at build, in place of projecting the mean at every
+    gradient (two of four products with a dense n x n matrix, the level projecting to 0).
     Non-centred (thin data): ICAR by pairwise differences with a hard sum-to-zero
     constraint per component, mixed with unit normals.
     """
     if centered:
-        return _bym2_marginal(sigma_prior, rho_prior, graph, mean, eigen_limit)
+        return _bym2_marginal(sigma_prior, rho_prior, graph, mean, eigen_limit, covariates)
     sigma = pm.HalfNormal("sigma_u", sigma_prior)
     rho = pm.Beta("rho_bym2", *rho_prior)
     scale = graph.scaling_factors()
@@ -478,7 +482,8 @@ def bym2_effect(graph: Graph, *, sigma_prior: float, centered: bool, mean=0.0,
 
 
 def _bym2_marginal(sigma_prior: float, rho_prior: tuple[float, float], graph: Graph,
-                   mean=0.0, eigen_limit: int = EIGEN_LIMIT) -> pt.TensorVariable:
+                   mean=0.0, eigen_limit: int = EIGEN_LIMIT, covariates=None
+                   ) -> pt.TensorVariable:
     """u ~ N(mean, sigma^2 [(1 - rho) I + rho Q^+ / s]) per component: the non-constant
     directions centred (the data pin them), the constant direction (variance
     sigma^2 (1 - rho), which vanishes as rho -> 1) non-centred so that no funnel forms.
@@ -504,7 +509,9 @@ def _bym2_marginal(sigma_prior: float, rho_prior: tuple[float, float], graph: Gr
     effect = pt.zeros(graph.n)
     for label, m in members.items():
         deviation = sparse[label].deviation(sigma, rho) if label in sparse \
-            else _eigen_deviation(sigma, rho, laplacian[m][:, m], label, centred[label])
+            else _eigen_deviation(sigma, rho, laplacian[m][:, m], label, centred[label],
+                                  None if covariates is None else
+                                  (covariates[0][m], covariates[1]))
         c = pm.Normal(f"c_u{label}", 0.0, 1.0)
         constant = sigma * pt.sqrt(1 - rho) * c / np.sqrt(len(m))
         effect = pt.set_subtensor(effect[m], deviation + constant)
@@ -516,15 +523,23 @@ def _bym2_marginal(sigma_prior: float, rho_prior: tuple[float, float], graph: Gr
     return pm.Deterministic("u", u, dims="area")
 
 
-def _eigen_deviation(sigma, rho, laplacian, label, centred_mean) -> pt.TensorVariable:
+def _eigen_deviation(sigma, rho, laplacian, label, centred_mean, covariates=None
+                     ) -> pt.TensorVariable:
     """A component's non-constant directions in its dense Laplacian eigenbasis, sampled
     as u's own, as the sparse form's are (`_SparseComponent.build`): the coordinates w
-    of u's non-constant part, around those of the members' mean less its average."""
+    of u's non-constant part, around those of the members' mean less its average, which
+    is X_c beta where the mean is a level plus X beta (`covariates` = (X, beta) over the
+    members, X_c X less its column means)."""
     values, vectors = np.linalg.eigh(laplacian.toarray())
     values, vectors = values[1:], vectors[:, 1:]  # values[0] ~ 0: the constant vector
     scale = float(np.exp(np.mean(np.log((vectors ** 2 / values).sum(axis=1)))))
     sd = sigma * pt.sqrt((1 - rho) + rho / (scale * values))
-    w = pm.Normal(f"w_u{label}", pt.dot(vectors.T, centred_mean), sd, shape=len(values))
+    if covariates is None:
+        centre = pt.dot(vectors.T, centred_mean)
+    else:
+        x, beta = covariates
+        centre = pt.dot(vectors.T @ (x - x.mean(axis=0)), beta)
+    w = pm.Normal(f"w_u{label}", centre, sd, shape=len(values))
     return pt.dot(vectors, w) - centred_mean
 
 
@@ -739,12 +754,13 @@ def build_model(dataset: Dataset, spec: ModelSpec) -> tuple[pm.Model, ModelData]
         # removes the ridge between them and the data-pinned area effects. Sampled (not
         # collapsed) area effects come first: the prevalence deviations move with them.
         anchored = spec.detection.area.anchor
-        covariate_term = pt.zeros(len(data.areas))
+        covariate_term, covariates = pt.zeros(len(data.areas)), None
         if data.x_theta.shape[1] and not anchored:
-            covariate_term = data.x_theta @ _coefficients(
-                "beta_theta", list(spec.detection.covariates.values()), "cov_theta")
+            covariates = (data.x_theta, _coefficients(
+                "beta_theta", list(spec.detection.covariates.values()), "cov_theta"))
+            covariate_term = data.x_theta @ covariates[1]
         area_logit = None if spec.detection.area.collapse else \
-            _area_effect(spec, data, dataset, gamma0, covariate_term)
+            _area_effect(spec, data, dataset, gamma0, covariate_term, covariates)
         # true prevalence
         alpha_shift, rr_shift = _prevalence_shifts(spec, data, gamma0, effects)
         alpha = _sheared_alpha(spec, data, alpha_shift)

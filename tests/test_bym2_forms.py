@@ -139,3 +139,37 @@ def test_one_solve_per_sparse_component_in_the_sampled_gradient(limit: int) -> N
     solves = [node for node in compiled.logp_func.maker.fgraph.apply_nodes
               if isinstance(node.op, ShiftedQuadratic)]
     assert len(solves) == int((graph.sizes[graph.sizes > 1] > limit).sum())
+
+
+def test_covariates_projected_once_leave_the_density_unchanged() -> None:
+    """With the mean's covariates given as (X, beta), each eigenbasis projects X at build
+    instead of the mean at every gradient: the same log density and gradient at any point,
+    and two fewer products with the 42 x 41 eigenvector matrix in the gradient."""
+    graph = _lattice_graph()
+    x = np.random.default_rng(4).standard_normal((graph.n, 2))
+
+    def build(project: bool) -> pm.Model:
+        with pm.Model(coords={"area": np.arange(graph.n)}) as model:
+            beta0, beta = pm.Normal("beta0", 0.0, 1.0), pm.Normal("beta", 0.0, 1.0, shape=2)
+            bym2_effect(graph, sigma_prior=1.0, centered=True, mean=beta0 + x @ beta,
+                        covariates=(x, beta) if project else None)
+        return model
+
+    models = [build(False), build(True)]
+    functions = [m.logp_dlogp_function(ravel_inputs=True) for m in models]
+    for f in functions:
+        f.set_extra_values({})
+    rng = np.random.default_rng(5)
+    size = sum(v.size for v in models[0].initial_point().values())
+    for _ in range(5):
+        point = rng.normal(size=size)
+        (logp_a, grad_a), (logp_b, grad_b) = (f(point) for f in functions)
+        np.testing.assert_allclose(logp_b, logp_a, rtol=1e-12)
+        np.testing.assert_allclose(grad_b, grad_a, rtol=1e-9, atol=1e-10)
+
+    def eigen_products(f) -> int:
+        return sum(1 for node in f._pytensor_function.maker.fgraph.apply_nodes
+                   if any(sorted(getattr(i.type, "shape", ())) == [41, 42]
+                          for i in node.inputs))
+
+    assert eigen_products(functions[1]) == eigen_products(functions[0]) - 2
