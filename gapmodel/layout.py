@@ -79,8 +79,8 @@ def summed_by_strata(data: ModelData, terms: list[tuple[object, np.ndarray]]
     gathered once: the terms are summed over the combinations of levels the cells hold (a
     few hundred at most), and each cell takes its combination's sum. One gather, where a
     gather per term would cost a scatter-add per term in the gradient, each a chain of
-    adds into a few levels (a sixth of the synthetic gradient at 1,000 areas went to such
-    scatters; docs/performance.md)."""
+    adds into a few levels (about a fifth of the synthetic gradient at 1,000 areas went to
+    such scatters; docs/performance.md)."""
     if not terms:
         return pt.zeros(data.n_cells)
     if len(terms) == 1:

@@ -17,12 +17,14 @@ the few directions that cross every coordinate (a smooth spatial pattern traded 
 the detection effects and the prevalence deviations), found from the new model's
 gradients at the earlier draws as nutpie's low-rank adaptation finds them.
 
-A first fit has no earlier posterior. `pathfinder_start` takes the starting points and a
-first matrix of the same shape from Pathfinder's Gaussian approximation
-(`gapmodel.pathfinder`), which tends to be too narrow, so that run's tuning also adapts
-the matrix to its own draws and their gradients (`AdaptiveBlockPotential`, over Stan's
-windows), adding from its longest window a low-rank term for the few directions that
-cross every coordinate.
+A first fit has no earlier posterior. `pathfinder_start` takes the starting points from
+Pathfinder's Gaussian approximation (`gapmodel.pathfinder`), and a first matrix of the
+same shape from more of its draws and the log density's gradients at them: the
+approximation's own covariance can be too narrow or too wide by orders of magnitude
+along some coordinates, which draws and gradients together correct. That run's tuning
+then adapts the matrix to its own draws and their gradients (`AdaptiveBlockPotential`,
+over Stan's windows), adding from its longest window a low-rank term for the few
+directions that cross every coordinate.
 """
 
 from __future__ import annotations
@@ -168,8 +170,8 @@ def pathfinder_start(model: pm.Model, chains: int, seed: int, tune: int,
     each chain its starting point (a draw), and `estimate_draws` more of its draws with
     the log density's gradients at them the mass matrix to begin from
     (`draws_and_gradients_estimate`; 0, or fewer than 100 draws with a finite gradient:
-    the approximation's own covariance, which tends to be too narrow), which the run
-    adapts over its `tune` steps."""
+    the approximation's own covariance, which can be orders of magnitude off along some
+    coordinates), which the run adapts over its `tune` steps."""
     rng = np.random.default_rng(seed)
     logp_grad = model.logp_dlogp_function(model.value_vars, ravel_inputs=True)
     logp_grad.set_extra_values({})

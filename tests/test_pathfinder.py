@@ -7,6 +7,7 @@ import pymc as pm
 import pytest
 from gaussians import factor_gaussian, spread
 
+from gapmodel import warmstart
 from gapmodel.pathfinder import PathfinderError, pathfinder
 from gapmodel.warmstart import (
     AdaptiveBlockPotential,
@@ -252,3 +253,18 @@ def test_a_first_fit_starts_from_pathfinders_draws_and_their_gradients(seed):
     # the same starting points either way: the estimate's draws come after the chains'
     for a, b in zip(own.points, start.points, strict=True):
         assert np.array_equal(a["b"], b["b"])
+
+
+def test_without_finite_gradients_a_first_fit_starts_from_pathfinders_covariance(
+        monkeypatch):
+    """Where fewer than 100 of the draws have a finite gradient, the first matrix is
+    Pathfinder's own covariance."""
+    with pm.Model() as model:
+        pm.Normal("x", 0.0, np.array([0.1, 1.0, 10.0]))
+    own = pathfinder_start(model, 2, 3, 100, estimate_draws=0)
+    monkeypatch.setattr(warmstart, "_gradients",
+                        lambda f, rows: np.where(np.arange(len(rows))[:, None] < 101, np.nan,
+                                                 np.ones_like(rows)))
+    start = pathfinder_start(model, 2, 3, 100)
+    assert np.array_equal(start.variance, own.variance)
+    assert np.array_equal(start.block_cov, own.block_cov)
