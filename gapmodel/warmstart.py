@@ -54,6 +54,9 @@ GRADIENT_DRAWS = 1000
 #: A first fit's first matrix comes from this many draws of Pathfinder's approximation
 #: and the log density's gradients at them.
 PATHFINDER_DRAWS = 200
+#: Fewer draws with a finite gradient than this give no estimate (no low-rank term for a
+#: refit, Pathfinder's own covariance for a first fit).
+MIN_GRADIENT_DRAWS = 100
 
 
 class WarmStartError(ValueError):
@@ -155,7 +158,7 @@ def warm_start(model: pm.Model, posterior: xr.Dataset, source: str,
         rows = flat[np.unique(np.linspace(0, n - 1, min(n, GRADIENT_DRAWS)).astype(int))]
         grads = _gradients(logp_grad, rows)
         finite = np.isfinite(grads).all(axis=1)  # new data may rule out an earlier draw
-        if finite.sum() >= 100:
+        if finite.sum() >= MIN_GRADIENT_DRAWS:
             base = BlockPotential(index, block, variance)
             low_rank = low_rank_estimate(*base.whiten(rows[finite], grads[finite]),
                                          cutoff=low_rank_cutoff)
@@ -189,7 +192,7 @@ def pathfinder_start(model: pm.Model, chains: int, seed: int, tune: int,
         sample = approx.draw(rng.standard_normal((estimate_draws, start.size)))
         grads = _gradients(logp_grad, sample)
         finite = np.isfinite(grads).all(axis=1)
-        if finite.sum() >= 100:
+        if finite.sum() >= MIN_GRADIENT_DRAWS:
             block, variance = draws_and_gradients_estimate(sample[finite], grads[finite],
                                                            index)
     return WarmStart(source="pathfinder", dense=index, block_cov=block, variance=variance,
