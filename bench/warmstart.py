@@ -31,8 +31,9 @@ column); `--pilot-maxdepth` gives the pilot rows nutpie's maximum tree depth (a 
 value), `--pilot-method` their method (a row per value: `nuts`, a short run, 300 + 200
 unless the spec's pilot is one, or `pathfinder`, whose warm run tunes 400 steps unless the
 spec's pilot is one), `--seeds` repeats every row with each seed in place of the spec's,
-`--areas` every row at each size of a simulated spec's scenario, and `--fresh-cache`
-gives each row empty PyTensor and numba caches, as on a fresh install.
+`--areas` every row at each size of a simulated spec's scenario, `--warm-maxdepth` the
+warm rows PyMC NUTS's maximum tree depth (a row per value), and `--fresh-cache` gives each
+row empty PyTensor and numba caches, as on a fresh install.
 """
 
 from __future__ import annotations
@@ -64,7 +65,8 @@ PILOT_TUNE = {"nuts": 300, "pathfinder": 400}
 def run_one(spec_path: str, data_dir: str, registry: str, warm: tuple[int, int] | None,
             target_accept: float | None = None, pilot: tuple[int, ...] | None = None,
             maxdepth: int | None = None, seed: int | None = None,
-            method: str | None = None, areas: int | None = None) -> dict:
+            method: str | None = None, areas: int | None = None,
+            warm_depth: int | None = None) -> dict:
     """One row: cold (`warm` None), warm from the active version (`warm` its lengths), or
     a first fit through a pilot (`pilot`: () for the spec's, or its (tune, draws); `warm`
     the warm lengths)."""
@@ -87,7 +89,8 @@ def run_one(spec_path: str, data_dir: str, registry: str, warm: tuple[int, int] 
     if warm:  # the pair's lengths; the spec's warm target_accept unless one is given
         base = s.warm_start or WarmStartSettings()
         settings = WarmStartSettings(tune=warm[0], draws=warm[1],
-                                     target_accept=target_accept or base.target_accept)
+                                     target_accept=target_accept or base.target_accept,
+                                     maxdepth=warm_depth or base.maxdepth)
         pilot_settings = None
         if pilot is not None:
             pilot_settings = PilotSettings(tune=pilot[0], draws=pilot[1]) if pilot else \
@@ -134,6 +137,8 @@ def run_one(spec_path: str, data_dir: str, registry: str, warm: tuple[int, int] 
         start_label, tune = "pathfinder", p.tune
     if pilot is not None and p and p.maxdepth:
         start_label += f" d{p.maxdepth}"
+    if warm and settings.maxdepth:
+        start_label += f" max {settings.maxdepth}"
     return {"spec": spec.name, "areas": areas, "start": start_label, "seed": s.seed,
             "sampler": "pymc" if warm else s.name, "tune": tune, "draws": draws,
             "accept": accept,
@@ -165,6 +170,10 @@ def main() -> None:
     parser.add_argument("--pilot-maxdepth", nargs="+", type=int, default=[0],
                         help="nutpie's maximum tree depth in the pilot, a row per value "
                              "(0: the spec's)")
+    parser.add_argument("--warm-maxdepth", nargs="+", type=int, default=[0],
+                        help="PyMC NUTS's maximum tree depth in the warm run (refits, and a "
+                             "first fit's run after its pilot), a row per value (0: the "
+                             "spec's)")
     parser.add_argument("--seeds", nargs="+", type=int, default=[0],
                         help="repeat every row with each seed (0: the spec's)")
     parser.add_argument("--pilot-method", nargs="+", default=[""],
@@ -186,7 +195,8 @@ def main() -> None:
                 os.environ["NUMBA_CACHE_DIR"] = compiledir  # the library's own functions
             row = run_one(args.specs[0], args.data, args.registry, warm, args.target_accept,
                           pilot, args.pilot_maxdepth[0] or None, args.seeds[0] or None,
-                          args.pilot_method[0] or None, args.areas[0] or None)
+                          args.pilot_method[0] or None, args.areas[0] or None,
+                          args.warm_maxdepth[0] or None)
         print(json.dumps(row))
         return
     if args.warm and len(args.warm) % 2:
@@ -200,15 +210,18 @@ def main() -> None:
     with checkouts(args.revisions) as trees:
         for spec in args.specs:
             warm_rows = _warm_rows(spec, args.warm, args.no_cold)
-            runs = [(w, None, 0, "") for w in warm_rows] + [
-                (w, p, d, m) for p in pilots for m in args.pilot_method
+            runs = [(w, None, 0, "", 0) for w in warm_rows] + [
+                (w, p, d, m, 0) for p in pilots for m in args.pilot_method
                 for d in args.pilot_maxdepth for w in warm_rows if w]
+            runs = [(w, p, d, m, wd) for w, p, d, m, _ in runs
+                    for wd in (args.warm_maxdepth if w else [0])]
             # seeds outermost: each seed's rows run next to each other on the machine
-            for areas, seed, (warm, pilot, depth, method), rev in product(
+            for areas, seed, (warm, pilot, depth, method, warm_depth), rev in product(
                     args.areas, args.seeds, runs, args.revisions):
                 cmd = [sys.executable, __file__, "--specs", spec, "--data", args.data,
                        "--registry", args.registry, "--pilot-maxdepth", str(depth),
                        "--seeds", str(seed), "--areas", str(areas),
+                       "--warm-maxdepth", str(warm_depth),
                        "--one", *map(str, warm or ())]
                 if method:
                     cmd += ["--pilot-method", method]

@@ -80,7 +80,8 @@ def sample(model: pm.Model, spec: ModelSpec, progress: bool = True,
     with model, threadpool_limits(limits=1, user_api="blas"):
         if warm is not None:
             settings = s.warm_start or WarmStartSettings()
-            step = warm.nuts(model, settings.target_accept or s.target_accept)
+            step = warm.nuts(model, settings.target_accept or s.target_accept,
+                             settings.maxdepth)
             tune = settings.tune if warm.adapt_tune is None else warm.adapt_tune
             return pm.sample(draws=settings.draws, tune=tune, step=step,
                              initvals=warm.initvals(s.chains), **common)

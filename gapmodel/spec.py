@@ -99,6 +99,9 @@ class WarmStartSettings(_Spec):
     tune: int = Field(300, ge=0)
     draws: int = Field(1000, ge=1)
     target_accept: float | None = Field(None, gt=0, lt=1)
+    maxdepth: int | None = Field(
+        None, ge=3, le=10, description="PyMC NUTS's maximum tree depth (none: its default, "
+        "10): caps a draw at 2^maxdepth - 1 gradients")
 
 
 class PilotSettings(_Spec):

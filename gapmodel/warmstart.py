@@ -83,12 +83,15 @@ class WarmStart:
     #: an adapted matrix's cutoff for its low-rank term (None: no term)
     low_rank_cutoff: float | None = LOW_RANK_CUTOFF
 
-    def nuts(self, model: pm.Model, target_accept: float) -> pm.NUTS:
+    def nuts(self, model: pm.Model, target_accept: float, maxdepth: int | None = None
+             ) -> pm.NUTS:
         """PyMC's NUTS over the model's value variables under this start's potential,
-        reusing the compiled log density where the start has it."""
+        reusing the compiled log density where the start has it; trees at most `maxdepth`
+        deep (none: PyMC's default)."""
         reuse = {} if self.logp_dlogp is None else {"logp_dlogp_func": self.logp_dlogp}
+        depth = {} if maxdepth is None else {"max_treedepth": maxdepth}
         return pm.NUTS(vars=model.value_vars, potential=self.potential(),
-                       target_accept=target_accept, model=model, **reuse)
+                       target_accept=target_accept, model=model, **reuse, **depth)
 
     def potential(self, rng=None) -> BlockPotential:
         if self.adapt_tune is not None:

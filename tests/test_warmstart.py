@@ -210,3 +210,22 @@ def test_sampling_from_a_poor_warm_start_targets_the_same_posterior():
     mcse_sd = az.mcse(draws, method="sd").values
     sd = draws.std(("chain", "draw")).values
     assert np.all(np.abs(sd - np.sqrt(np.diag(cov))) < 4 * mcse_sd)
+
+
+def test_a_warm_start_s_maxdepth_caps_its_trees():
+    """The warm-start settings' maxdepth reaches PyMC's NUTS: no draw takes more than
+    2^maxdepth - 1 gradients, where the same run without it takes more (a target
+    acceptance of 0.99 makes the steps short)."""
+    with pm.Model() as model:
+        pm.Normal("x", 0.0, 1.0, shape=2)
+    rng = np.random.default_rng(4)
+    warm = warm_start(model, _posterior({"x": rng.normal(size=(2, 400, 2))}), "earlier")
+    steps = {}
+    for depth in (None, 3):
+        settings = SPEC.sampler.warm_start.model_copy(
+            update={"tune": 100, "draws": 200, "target_accept": 0.99, "maxdepth": depth})
+        spec = SPEC.model_copy(update={"sampler": SPEC.sampler.model_copy(
+            update={"warm_start": settings})})
+        idata = sample(model, spec, progress=False, warm=warm)
+        steps[depth] = int(idata.sample_stats["n_steps"].max())
+    assert steps[3] <= 7 < steps[None]
