@@ -210,11 +210,11 @@ def main() -> None:
     with checkouts(args.revisions) as trees:
         for spec in args.specs:
             warm_rows = _warm_rows(spec, args.warm, args.no_cold)
-            runs = [(w, None, 0, "", 0) for w in warm_rows] + [
-                (w, p, d, m, 0) for p in pilots for m in args.pilot_method
-                for d in args.pilot_maxdepth for w in warm_rows if w]
-            runs = [(w, p, d, m, wd) for w, p, d, m, _ in runs
-                    for wd in (args.warm_maxdepth if w else [0])]
+            runs = [(w, None, 0, "", wd) for w in warm_rows
+                    for wd in (args.warm_maxdepth if w else [0])] + [
+                (w, p, d, m, wd) for p in pilots for m in args.pilot_method
+                for d in args.pilot_maxdepth for w in warm_rows if w
+                for wd in args.warm_maxdepth]
             # seeds outermost: each seed's rows run next to each other on the machine
             for areas, seed, (warm, pilot, depth, method, warm_depth), rev in product(
                     args.areas, args.seeds, runs, args.revisions):
