@@ -257,13 +257,14 @@ def test_a_first_fit_starts_from_pathfinders_draws_and_their_gradients(seed):
 
 def test_without_finite_gradients_a_first_fit_starts_from_pathfinders_covariance(
         monkeypatch):
-    """Where fewer than 100 of the draws have a finite gradient, the first matrix is
+    """Where one draw too few has a finite gradient (99 of 200), the first matrix is
     Pathfinder's own covariance."""
     with pm.Model() as model:
         pm.Normal("x", 0.0, np.array([0.1, 1.0, 10.0]))
     own = pathfinder_start(model, 2, 3, 100, estimate_draws=0)
+    lost = warmstart.PATHFINDER_DRAWS - warmstart.MIN_GRADIENT_DRAWS + 1
     monkeypatch.setattr(warmstart, "_gradients",
-                        lambda f, rows: np.where(np.arange(len(rows))[:, None] < 101, np.nan,
+                        lambda f, rows: np.where(np.arange(len(rows))[:, None] < lost, np.nan,
                                                  np.ones_like(rows)))
     start = pathfinder_start(model, 2, 3, 100)
     assert np.array_equal(start.variance, own.variance)
