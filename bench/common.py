@@ -90,6 +90,16 @@ def run_at(cmd: list[str], label: dict, tree: Path, rev: str | None,
     return {**run_child(cmd, label, timeout, env), "rev": rev or "work"}
 
 
+def spec_file(path: str) -> Path:
+    """A spec as the library being run has it: from the tree `gapmodel` is imported from
+    (a `--revisions` checkout) where it is there, else from this one. A revision's rows thus
+    sample that revision's spec, whose fields may differ from this tree's."""
+    import gapmodel
+
+    tree = Path(gapmodel.__file__).resolve().parents[1]
+    return tree / path if (tree / path).exists() else ROOT / path
+
+
 @contextlib.contextmanager
 def checkouts(revisions: list[str | None]):
     """A source tree per git revision (None: the working tree itself), as temporary

@@ -22,7 +22,15 @@ import sys
 import time
 from pathlib import Path
 
-from common import ROOT, add_revisions_option, checkouts, limit_blas, machine_line, run_at
+from common import (
+    ROOT,
+    add_revisions_option,
+    checkouts,
+    limit_blas,
+    machine_line,
+    run_at,
+    spec_file,
+)
 
 
 def run_one(spec_path: str, data_dir: str, registry: str, draws: int | None) -> dict:
@@ -36,7 +44,7 @@ def run_one(spec_path: str, data_dir: str, registry: str, draws: int | None) -> 
     from gapmodel.spec import ModelSpec
 
     limit_blas(1)
-    spec = ModelSpec.from_yaml(ROOT / spec_path)
+    spec = ModelSpec.from_yaml(spec_file(spec_path))
     dataset, _ = load_spec_data(spec, data_dir)
     version = Registry(registry).active(spec.name)
     posterior = version.posterior()["posterior"].to_dataset()

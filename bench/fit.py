@@ -58,6 +58,7 @@ from common import (
     machine_line,
     min_ess,
     run_child,
+    spec_file,
 )
 
 DEFAULT_SPECS = ("models/synthetic_icb.yaml", "models/hypertension_england_pcn.yaml")
@@ -75,7 +76,7 @@ def run_one(spec_path: str, sampler: str, draws: int, areas: int | None,
     from gapmodel.sources import load_spec_data
     from gapmodel.spec import ModelSpec
 
-    spec = ModelSpec.from_yaml(ROOT / spec_path)
+    spec = ModelSpec.from_yaml(spec_file(spec_path))
     if areas is not None and spec.data.kind == "simulate":
         spec = spec.model_copy(update={"data": spec.data.model_copy(update={"areas": areas})})
     s = spec.sampler

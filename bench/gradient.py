@@ -34,7 +34,15 @@ import time
 from itertools import product
 from pathlib import Path
 
-from common import ROOT, add_revisions_option, checkouts, limit_blas, machine_line, run_at
+from common import (
+    ROOT,
+    add_revisions_option,
+    checkouts,
+    limit_blas,
+    machine_line,
+    run_at,
+    spec_file,
+)
 
 DEFAULT_SPECS = ("models/hypertension_england_pcn.yaml", "models/synthetic_icb.yaml")
 
@@ -52,7 +60,7 @@ def run_one(spec_path: str, areas: int | None, data_dir: str, points: int,
     from gapmodel.spec import ModelSpec
 
     limit_blas(1)
-    spec = ModelSpec.from_yaml(ROOT / spec_path)
+    spec = ModelSpec.from_yaml(spec_file(spec_path))
     if areas is not None and spec.data.kind == "simulate":
         spec = spec.model_copy(update={"data": spec.data.model_copy(update={"areas": areas})})
     dataset, _ = load_spec_data(spec, data_dir)

@@ -55,6 +55,7 @@ from common import (
     machine_line,
     min_ess,
     run_at,
+    spec_file,
 )
 
 #: a pilot's tune where its method is not the spec's pilot's: the NUTS pilot's warm-up,
@@ -80,7 +81,7 @@ def run_one(spec_path: str, data_dir: str, registry: str, warm: tuple[int, int] 
     from gapmodel.warmstart import warm_start
 
     limit_blas(1)
-    spec = ModelSpec.from_yaml(ROOT / spec_path)
+    spec = ModelSpec.from_yaml(spec_file(spec_path))
     if areas and spec.data.kind == "simulate":
         spec = spec.model_copy(update={"data": spec.data.model_copy(update={"areas": areas})})
     s = spec.sampler
