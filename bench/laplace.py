@@ -2,13 +2,16 @@
 
     .venv/bin/python bench/laplace.py                  # hypertension by PCN, 40 draws
     .venv/bin/python bench/laplace.py --spec models/dementia_england_pcn.yaml
+    .venv/bin/python bench/laplace.py --steps 10 6 3 2
 
-Builds the spec's model once per number of Newton steps (`laplace_collapse(steps=...)`)
+Builds the spec's model once per number of Newton steps (`detection.area.newton_steps`)
 and evaluates the log density and its gradient at draws of the spec's active version in
-the registry, in one process, one BLAS thread. Prints per number of steps: milliseconds
-per log density + gradient (median over the draws of each draw's best of 5 calls), and the
-largest differences from the reference (10 steps) over the draws: in the log density,
-absolute, and in the gradient, relative (|g - g_ref| / |g_ref|).
+the registry or, without one, of Pathfinder's approximation (a first fit's start), in one
+process, one BLAS thread. Prints per number of steps: milliseconds per log density +
+gradient (median over the draws of each draw's best of 5 calls), and the largest
+differences from the reference (the first row, 10 steps unless `--steps` says otherwise)
+over the draws: in the log density, absolute, and in the gradient, relative
+(|g - g_ref| / |g_ref|).
 """
 
 from __future__ import annotations
@@ -16,8 +19,6 @@ from __future__ import annotations
 import argparse
 import os
 import time
-from functools import partial
-from unittest import mock
 
 import numpy as np
 from common import ROOT, limit_blas, machine_line
@@ -26,11 +27,11 @@ STEPS = (10, 6, 4, 3)
 
 
 def _model(dataset, spec, steps: int):
-    import gapmodel.model as model_module
+    from gapmodel.model import build_model
 
-    collapse = partial(model_module.laplace_collapse, steps=steps)
-    with mock.patch.object(model_module, "laplace_collapse", collapse):
-        return model_module.build_model(dataset, spec)[0]
+    area = spec.detection.area.model_copy(update={"newton_steps": steps})
+    detection = spec.detection.model_copy(update={"area": area})
+    return build_model(dataset, spec.model_copy(update={"detection": detection}))[0]
 
 
 def _points(model, posterior, draws: int, seed: int = 0) -> list[dict[str, np.ndarray]]:
@@ -46,6 +47,25 @@ def _points(model, posterior, draws: int, seed: int = 0) -> list[dict[str, np.nd
             for pick in picks]
 
 
+def _pathfinder_points(model, draws: int, seed: int = 0) -> list[dict[str, np.ndarray]]:
+    """`draws` draws of Pathfinder's approximation (a first fit's start), where the
+    registry holds no version of the spec."""
+    from pymc.blocking import DictToArrayBijection, RaveledVars
+
+    from gapmodel.pathfinder import pathfinder
+
+    rng = np.random.default_rng(seed)
+    function = model.logp_dlogp_function(model.value_vars, ravel_inputs=True)
+    function.set_extra_values({})
+    initial = model.initial_point(random_seed=seed)
+    layout = [(v.name, initial[v.name].shape, initial[v.name].size, initial[v.name].dtype)
+              for v in model.value_vars]
+    start = DictToArrayBijection.map({name: initial[name] for name, *_ in layout}).data
+    approx = pathfinder(function, start + rng.uniform(-2, 2, size=start.size), rng)
+    return [DictToArrayBijection.rmap(RaveledVars(x, layout))
+            for x in approx.draw(rng.standard_normal((draws, start.size)))]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--spec", default="models/hypertension_england_pcn.yaml")
@@ -53,8 +73,10 @@ def main() -> None:
                                                          str(ROOT.parent / "shared" / "data")))
     parser.add_argument("--draws", type=int, default=40)
     parser.add_argument("--registry", default=str(ROOT / "models" / "registry"))
+    parser.add_argument("--steps", nargs="+", type=int, default=list(STEPS),
+                        help="Newton steps a row; the first row is the reference")
     args = parser.parse_args()
-    from gapmodel.registry import Registry
+    from gapmodel.registry import Registry, RegistryError
     from gapmodel.sources import load_spec_data
     from gapmodel.spec import ModelSpec
 
@@ -62,13 +84,17 @@ def main() -> None:
     limit_blas(1)
     spec = ModelSpec.from_yaml(ROOT / args.spec)
     dataset, _ = load_spec_data(spec, args.data)
-    version = Registry(args.registry).active(spec.name)
-    posterior = version.posterior()["posterior"]
-    rows, reference = [], None
-    for steps in STEPS:
-        label = f"{steps} Newton steps" + (" (reference)" if steps == STEPS[0] else "")
+    try:
+        version = Registry(args.registry).active(spec.name)
+    except RegistryError:
+        version = None
+    rows, reference, points = [], None, None
+    for steps in args.steps:
+        label = f"{steps} Newton steps" + (" (reference)" if reference is None else "")
         model = _model(dataset, spec, steps)
-        points = _points(model, posterior, args.draws)
+        if points is None:
+            points = (_points(model, version.posterior()["posterior"], args.draws)
+                      if version is not None else _pathfinder_points(model, args.draws))
         t0 = time.perf_counter()
         function = model.logp_dlogp_function(ravel_inputs=True)
         function.set_extra_values({})
@@ -91,7 +117,8 @@ def main() -> None:
                        for r, ref in zip(results, reference, strict=True))
         rows.append((label, 1e3 * float(np.median(times)), compile_s, logp_err, grad_err))
         print(f"done: {label}", flush=True)
-    print(f"\n{spec.name}, version {version.id}, {args.draws} posterior draws\n")
+    source = f"version {version.id}'s posterior" if version is not None else "Pathfinder's"
+    print(f"\n{spec.name}, {args.draws} draws of {source}\n")
     print(f"{'collapse':36} {'ms per logp+grad':>16} {'compile s':>9} {'max |logp err|':>14} "
           f"{'max rel grad err':>16}")
     for label, ms, compile_s, logp_err, grad_err in rows:

@@ -802,8 +802,10 @@ def build_model(dataset: Dataset, spec: ModelSpec) -> tuple[pm.Model, ModelData]
             start = _recorded_rate_root(data, pi, group_term)
             mean, sigma = _anchored_prior(spec, data, gamma0, start) if anchored else \
                 _area_prior(spec, data, dataset, gamma0, covariate_term)
-            area_logit = laplace_collapse(register_loglik, mean, sigma, start,
-                                          search=register_search)
+            area_logit = laplace_collapse(
+                register_loglik, mean, sigma, start, steps=spec.detection.area.newton_steps,
+                search=register_search,
+                information=_root_information(data, pi, group_term, start))
         else:
             pm.Potential("register", register_loglik(area_logit))
         theta = pm.math.sigmoid(to_cells(data, area_logit) + group_term)
@@ -952,6 +954,19 @@ def _recorded_rate_root(data: ModelData, pi, group_term, steps: int = 4
     return u
 
 
+def _root_information(data: ModelData, pi, group_term, root) -> pt.TensorVariable:
+    """Per area, the information about u at `root` of one binomial count of the area's
+    whole population: n (d rate / du)^2 / (rate (1 - rate)). Near zero where the registers
+    say little of the area's effect (a handful of people, or a root far out), so that the
+    Laplace modes start from the prior there (`laplace_collapse`)."""
+    population, _ = _area_totals(data)
+    n = np.maximum(population, 1.0)
+    sig = pm.math.sigmoid(to_cells(data, root) + group_term)
+    cases = data.population * pi
+    rate = pt.clip(area_sums(data, cases * sig) / n, 1e-9, 1 - 1e-9)
+    return area_sums(data, cases * sig * (1 - sig)) ** 2 / (n * rate * (1 - rate))
+
+
 def capped_detection(implied, power: float = 8.0):
     """An area's implied detection (registered / expected cases) held smoothly below 1:
     d / (1 + d^k)^(1/k), within 1% of d up to 0.7 and 2% up to 0.8.
@@ -965,7 +980,7 @@ def capped_detection(implied, power: float = 8.0):
 
 
 def laplace_collapse(loglik, mean, sigma, start, steps: int = 6,
-                     search=None) -> pt.TensorVariable:
+                     search=None, information=None) -> pt.TensorVariable:
     """Integrate independent area effects u_a ~ N(mean_a, sigma^2) out of a likelihood that
     is separable by area, with a Laplace approximation per area: Newton steps from `start`
     (at most 1 on the logit scale each) to each mode u*, then
@@ -976,8 +991,16 @@ def laplace_collapse(loglik, mean, sigma, start, steps: int = 6,
     midpoints), takes all Newton steps but the last, which uses `loglik` itself: the
     derivatives of each step are part of every gradient, so this saves most of the cost of
     an interval likelihood, while the mode and the marginal stay those of `loglik` to
-    second order in the step."""
+    second order in the step.
+
+    `information`, the likelihood's curvature at `start` where that is the likelihood's
+    own maximum (the registers' root), moves the start to the normal approximation's mode,
+    (I start + mean / sigma^2) / (I + 1 / sigma^2): where an area's registers say little
+    (51 people and no one on the list), the prior's mean rather than a root far out,
+    which the steps of at most 1 would take four steps to leave."""
     precision = 1.0 / sigma**2
+    if information is not None:
+        start = (information * start + precision * mean) / (information + precision)
     # an area with a zero (or impossible) count has its root far out: start near the prior
     u = pt.clip(start, mean - 4.0, mean + 4.0)
     for step_number in range(steps):
@@ -988,10 +1011,15 @@ def laplace_collapse(loglik, mean, sigma, start, steps: int = 6,
         step = (grad - (u - mean) * precision) / curvature
         u = u - pt.clip(step, -1.0, 1.0)  # a trust region: far from the mode, go slowly
     value = loglik(u)
-    curvature = pt.minimum(pt.grad(pt.sum(pt.grad(value, u)), u) - precision, -precision)
+    grad = pt.grad(value, u)
+    curvature = pt.minimum(pt.grad(pt.sum(grad), u) - precision, -precision)
     prior = pm.logp(pm.Normal.dist(mean, sigma), u)
     pm.Potential("register", value + pt.sum(prior + 0.5 * pt.log(2 * np.pi / -curvature)))
     pm.Deterministic("u_sd", 1.0 / pt.sqrt(-curvature), dims="area")
+    # the largest step a further Newton step would take: how far the modes are from
+    # converged (the gate's `laplace_step`)
+    pm.Deterministic("laplace_step",
+                     pt.max(pt.abs((grad - (u - mean) * precision) / curvature)))
     return pm.Deterministic("u", u, dims="area")
 
 

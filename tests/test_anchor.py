@@ -77,3 +77,35 @@ def test_register_root_stays_smooth_where_registers_reach_the_expected_cases():
     assert np.abs(slopes).max() <= 8.5
     # where the registers are well below the expected cases the root is the plain logit
     assert roots[-1] == pytest.approx(np.log(np.exp(-0.5) / (1 - np.exp(-0.5))), abs=0.05)
+
+
+def test_root_information_is_the_registers_curvature_at_their_root():
+    """Where an area's registers are one total, the information `_root_information` gives
+    the Laplace start is the negative second derivative of their log-likelihood at the
+    root: exactly, as the binomial's observed information at its maximum."""
+    import pytensor
+    import pytensor.tensor as pt
+
+    from gapmodel.layout import obs_totals, to_cells
+    from gapmodel.model import (
+        _area_totals,
+        _recorded_rate_root,
+        _register_loglik,
+        _root_information,
+        prepare,
+    )
+
+    dataset = simulate(24, seed=3, register="totals").dataset
+    data = prepare(dataset, _spec(True, ["pcn"]))
+    population, total = _area_totals(data)
+    rng = np.random.default_rng(0)
+    pi = 3.0 * total[data.cell_area] / population[data.cell_area]  # detection about 1 / 3
+    group_term = rng.normal(0.0, 0.2, data.n_cells)
+    root = pytensor.function([], _recorded_rate_root(data, pi, group_term, steps=20))()
+    u = pt.dvector("u")
+    theta = pt.sigmoid(to_cells(data, u) + group_term)
+    loglik = _register_loglik(data, obs_totals(data, data.population * pi * theta, None),
+                              None)
+    curvature = pytensor.function([u], -pt.grad(pt.sum(pt.grad(loglik, u)), u))(root)
+    information = pytensor.function([u], _root_information(data, pi, group_term, u))(root)
+    assert information == pytest.approx(curvature, rel=1e-4)

@@ -6,6 +6,7 @@ import numpy as np
 import pymc as pm
 import pytensor
 import pytensor.tensor as pt
+import pytest
 from scipy import integrate, optimize, stats
 
 from gapmodel.model import laplace_collapse
@@ -105,3 +106,82 @@ def test_a_midpoint_search_keeps_the_interval_likelihoods_marginal():
         full, searched = laplace(i, search=False), laplace(i, search=True)
         assert abs(full - exact) < 0.03  # the Laplace error itself
         assert abs(searched - full) < 0.1 * abs(full - exact), (i, searched, full, exact)
+
+
+def _binomial_loglik(u):
+    p = P * pm.math.sigmoid(u)
+    return pt.sum(R * pt.log(p) + (N - R) * pt.log1p(-p)
+                  + pt.gammaln(N + 1) - pt.gammaln(R + 1) - pt.gammaln(N - R + 1))
+
+
+def _modes(steps: int, informed: bool) -> np.ndarray:
+    """The modes after `steps` Newton steps from each area's root (its count's own
+    maximum), with or without the likelihood's information there."""
+    rate = np.clip(R / N / P, 1e-9, 1 - 1e-9)
+    root = np.log(rate) - np.log1p(-rate)
+    information = N * (P * rate * (1 - rate)) ** 2 / (P * rate * (1 - P * rate))
+    with pm.Model(coords={"area": list("abcd")}):
+        u = laplace_collapse(_binomial_loglik, pt.as_tensor(MEAN), SIGMA, pt.as_tensor(root),
+                             steps=steps, information=information if informed else None)
+    return pytensor.function([], u)()
+
+
+def test_a_start_weighed_against_the_prior_reaches_every_mode_in_three_steps():
+    """The 51-person area with no one on its list has its root far out (a logit of -21);
+    from there steps of at most 1 need four to reach the prior's side. Weighed by the
+    likelihood's information at the root, its start is the prior's mean, and three steps
+    reach every area's mode."""
+    exact = _modes(20, informed=False)
+    assert np.abs(_modes(3, informed=True) - exact).max() < 1e-6
+    assert np.abs(_modes(3, informed=False) - exact)[2] > 0.1  # the far root, uninformed
+
+
+def test_laplace_step_is_how_far_the_modes_are_from_converged():
+    """The `laplace_step` deterministic, the largest step a further Newton step would
+    take, measures the modes' remaining error: within 5% where the steps stop short (by
+    0.3 logit units down to 1e-5), and nothing where they converged."""
+    exact = _modes(20, informed=False)
+    rate = np.clip(R / N / P, 1e-9, 1 - 1e-9)
+    root = pt.as_tensor(np.log(rate) - np.log1p(-rate))
+    for steps, informed in [(1, True), (2, True), (3, False), (4, False), (8, True)]:
+        information = N * (P * rate * (1 - rate)) ** 2 / (P * rate * (1 - P * rate))
+        with pm.Model(coords={"area": list("abcd")}) as model:
+            u = laplace_collapse(_binomial_loglik, pt.as_tensor(MEAN), SIGMA, root,
+                                 steps=steps, information=information if informed else None)
+        modes, step = pytensor.function([], [u, model["laplace_step"]])()
+        error = np.abs(modes - exact).max()
+        assert step == pytest.approx(error, rel=0.05, abs=1e-12), (steps, informed)
+
+
+def test_the_gate_fails_modes_short_of_converged():
+    """A fit whose Laplace modes stopped short at some draw fails the gate, naming the
+    setting to raise; converged modes pass, and a fit without the collapse has no check."""
+    import xarray as xr
+
+    from gapmodel.fit import LAPLACE_STEP_TOLERANCE, diagnose
+    from gapmodel.spec import ModelSpec
+
+    spec = ModelSpec.from_yaml("models/hypertension_england_pcn.yaml")
+    rng = np.random.default_rng(0)
+    shape = (2, 1000)
+
+    def verdict(steps: np.ndarray | None) -> dict:
+        posterior = {"gamma0": (("chain", "draw"), rng.normal(0, 1, shape))}
+        if steps is not None:
+            posterior["laplace_step"] = (("chain", "draw"), steps)
+        stats = {"diverging": (("chain", "draw"), np.zeros(shape, bool)),
+                 "energy": (("chain", "draw"), rng.normal(0, 1, shape))}
+        idata = xr.DataTree.from_dict({"posterior": xr.Dataset(posterior),
+                                       "sample_stats": xr.Dataset(stats)})
+        return diagnose(idata, rng.normal(100, 5, shape), spec)[1]
+
+    converged = verdict(np.full(shape, 1e-12))
+    assert converged["passed"], converged["failures"]
+    assert converged["checks"]["laplace_step"] == 1e-12
+    short = np.full(shape, 1e-12)
+    short[1, 500] = 30 * LAPLACE_STEP_TOLERANCE
+    failed = verdict(short)
+    assert not failed["passed"]
+    assert failed["checks"]["laplace_step"] == 30 * LAPLACE_STEP_TOLERANCE
+    assert any("newton_steps" in f for f in failed["failures"])
+    assert "laplace_step" not in verdict(None)["checks"]
