@@ -22,7 +22,8 @@ no earlier version: the spec's pilot (a short cold run; 300 + 200 where the spec
 none) or one per (tune, draws) pair given, then warm from its draws at each warm row's
 lengths. Prints the wall time from the model's build to the last draw (compilation
 included), min bulk ESS and max R-hat over the gate's hyperparameters and the national
-gap (and the worst one; the gap's draws come from the derive step, after the wall time),
+gap (and the worst one; the gap's draws and the deterministics' come from the derive
+step, after the wall time: `derive s`, compilation included),
 ESS per second, gradients per draw after warm-up, the mean step size, divergences and
 whether the gate's ESS, R-hat and divergence checks pass, and the part of the wall time
 spent before sampling (the pilot, Pathfinder, or reading the active version).
@@ -73,7 +74,13 @@ def run_one(spec_path: str, data_dir: str, registry: str, warm: tuple[int, int] 
     the warm lengths)."""
     import arviz as az
 
-    from gapmodel.fit import _derive_all, _warm_start_or_pilot, monitored, sample
+    from gapmodel.fit import (
+        _derive_all,
+        _warm_start_or_pilot,
+        monitored,
+        sample,
+        with_deterministics,
+    )
     from gapmodel.model import build_model
     from gapmodel.registry import Registry
     from gapmodel.sources import load_spec_data
@@ -119,10 +126,13 @@ def run_one(spec_path: str, data_dir: str, registry: str, warm: tuple[int, int] 
     start_s = time.perf_counter() - start
     idata = sample(model, spec, progress=False, warm=state)
     wall = time.perf_counter() - start
+    # the gate's ESS check covers the national gap too, and the deterministics among its
+    # hyperparameters: both come from the derive step
+    total, _, computed = _derive_all(model, data, idata.posterior.to_dataset(), 1, s.seed)
+    derive_s = time.perf_counter() - start - wall
+    idata = with_deterministics(idata, computed)
     names = monitored(idata)
     posterior = idata.posterior.to_dataset()
-    # the gate's ESS check covers the national gap too: its draws come from the derive step
-    total, _ = _derive_all(model, data, posterior, 1, s.seed)
     gap = posterior[[]].assign(total_undiagnosed=(("chain", "draw"), total))
     least, worst = min(min_ess(posterior, names), min_ess(gap, ["total_undiagnosed"]))
     rhat = az.rhat(posterior[names])
@@ -143,7 +153,8 @@ def run_one(spec_path: str, data_dir: str, registry: str, warm: tuple[int, int] 
     return {"spec": spec.name, "areas": areas, "start": start_label, "seed": s.seed,
             "sampler": "pymc" if warm else s.name, "tune": tune, "draws": draws,
             "accept": accept,
-            "wall_s": wall, "start_s": start_s, "min_ess": least, "worst": worst,
+            "wall_s": wall, "start_s": start_s, "derive_s": derive_s, "min_ess": least,
+            "worst": worst,
             "ess_per_s": least / wall,
             "max_rhat": max_rhat, "grads_draw": float(stats["n_steps"].mean()),
             "step": float(stats["step_size"].mean()), "divergences": divergences,
@@ -257,7 +268,7 @@ def _warm_rows(spec_path: str, pairs: list[int] | None, no_cold: bool
 def report(rows: list[dict]) -> str:
     lines = [f"{'spec':26} {'areas':>5} {'rev':>8} {'start':18} {'seed':>4} {'sampler':7} "
              f"{'tune':>5} {'draws':>5} "
-             f"{'accept':>6} {'wall s':>7} {'start s':>7} "
+             f"{'accept':>6} {'wall s':>7} {'start s':>7} {'derive s':>8} "
              f"{'min ESS':>7} {'ESS/s':>6} {'R-hat':>6} {'grads/draw':>10} {'step':>6} "
              f"{'div':>4} {'gate':>4}  worst"]
     return "\n".join(lines + [_format(row) for row in rows])
@@ -271,6 +282,7 @@ def _format(row: dict) -> str:
     return (f"{head} {row.get('seed', ''):>4} {row['sampler']:7} {row['tune']:5d} "
             f"{row['draws']:5d} "
             f"{row['accept']:6.2f} {row['wall_s']:7.1f} {row.get('start_s', 0):7.1f} "
+            f"{row.get('derive_s', float('nan')):8.1f} "
             f"{row['min_ess']:7.0f} "
             f"{row['ess_per_s']:6.2f} "
             f"{row['max_rhat']:6.3f} {row['grads_draw']:10.1f} {row['step']:6.3f} "

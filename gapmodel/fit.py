@@ -107,10 +107,21 @@ def approximate(model: pm.Model, spec: ModelSpec, progress: bool = True) -> xr.D
 
 
 def _stored_names(model: pm.Model) -> list[str]:
-    """Free variables and small deterministics; per-cell pi/theta are derived later."""
-    keep = [v.name for v in model.free_RVs]
-    keep += [v.name for v in model.deterministics if v.name not in ("pi", "theta")]
-    return keep
+    """The free variables alone. The deterministics come after sampling, from the function
+    that derives the cell quantities (`CellProbabilities`): PyMC's sampler would compile
+    one of its own for them before its first draw (12 s on England by PCN from empty
+    caches, for the Laplace modes' Newton steps and curvature)."""
+    return [v.name for v in model.free_RVs]
+
+
+def with_deterministics(idata: xr.DataTree, computed: xr.Dataset) -> xr.DataTree:
+    """`idata` with the deterministics `_derive_all` computed added to its posterior
+    (those it lacks: an approximate fit's draws carry their own)."""
+    posterior = idata.posterior.to_dataset()
+    missing = {n: computed[n] for n in computed.data_vars if n not in posterior}
+    if missing:
+        idata["posterior"] = xr.DataTree(posterior.assign(missing))
+    return idata
 
 
 def monitored(idata: xr.DataTree) -> list[str]:
@@ -174,22 +185,36 @@ class CellProbabilities:
     approximate conditional posterior N(u*, u_sd^2) and theta is shifted accordingly.
     """
 
-    def __init__(self, model: pm.Model, data: ModelData):
+    def __init__(self, model: pm.Model, data: ModelData, deterministics: bool = False):
         self.data = data
         self.collapsed = "u_sd" in model.named_vars
-        self.names = (["pi", "theta"] + (["rho"] if "rho" in model.named_vars else [])
-                      + (["u_sd"] if self.collapsed else []))
+        cells = (["pi", "theta"] + (["rho"] if "rho" in model.named_vars else [])
+                 + (["u_sd"] if self.collapsed else []))
+        #: with `deterministics`, every deterministic but the cells' pi and theta, which
+        #: are never stored (`evaluate`)
+        self.extra = [v.name for v in model.deterministics
+                      if deterministics and v.name not in ("pi", "theta")]
+        self.names = cells + [n for n in self.extra if n not in cells]
         self.inputs = [rv.name for rv in model.free_RVs]
         self._fn = model.compile_fn([model[n] for n in self.names], inputs=model.free_RVs,
                                     on_unused_input="ignore")
 
-    def __call__(self, posterior: xr.Dataset, rng: np.random.Generator
-                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    def evaluate(self, posterior: xr.Dataset) -> dict[str, np.ndarray]:
+        """Every quantity of `names` at each draw of `posterior` (draws first, chain by
+        chain)."""
         values = {n: posterior[n].values.reshape(-1, *posterior[n].shape[2:])
                   for n in self.inputs}
         count = posterior.sizes["chain"] * posterior.sizes["draw"]
         rows = [self._fn({n: v[i] for n, v in values.items()}) for i in range(count)]
-        flat = {n: np.stack([row[k] for row in rows]) for k, n in enumerate(self.names)}
+        return {n: np.stack([row[k] for row in rows]) for k, n in enumerate(self.names)}
+
+    def __call__(self, posterior: xr.Dataset, rng: np.random.Generator
+                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+        return self.cells(self.evaluate(posterior), rng)
+
+    def cells(self, flat: dict[str, np.ndarray], rng: np.random.Generator
+              ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+        """pi, theta and rho from `evaluate`'s values."""
         theta = flat["theta"]
         if self.collapsed:
             shift = (rng.standard_normal(flat["u_sd"].shape)
@@ -259,8 +284,9 @@ def fit(dataset: Dataset, spec: ModelSpec, *, progress: bool = True,
         start, idata = {"kind": "cold"}, approximate(model, spec, progress)
     timings["sample"] = time.perf_counter() - begin
     begin = time.perf_counter()
-    total_gap, draws = _derive_all(model, data, idata.posterior.to_dataset(),
-                                   spec.derived_draws, spec.sampler.seed)
+    total_gap, draws, computed = _derive_all(model, data, idata.posterior.to_dataset(),
+                                             spec.derived_draws, spec.sampler.seed)
+    idata = with_deterministics(idata, computed)
     table, gate = diagnose(idata, total_gap, spec)
     if method != "nuts":
         gate = {**gate, "passed": False,
@@ -299,23 +325,43 @@ def _warm_start_or_pilot(model: pm.Model, spec: ModelSpec,
 
 
 def _derive_all(model: pm.Model, data: ModelData, posterior: xr.Dataset, keep: int,
-                seed: int, chunk: int = 200) -> tuple[np.ndarray, CellDraws]:
-    """Total undiagnosed for every draw (chain x draw) and cell draws for `keep` evenly
-    thinned draws, computed chunk by chunk so memory stays bounded."""
+                seed: int, chunk: int = 200) -> tuple[np.ndarray, CellDraws, xr.Dataset]:
+    """Total undiagnosed for every draw (chain x draw), cell draws for `keep` evenly
+    thinned draws, and the model's deterministics at every draw (`with_deterministics`),
+    computed chunk by chunk so memory stays bounded."""
     chains, n_draws = posterior.sizes["chain"], posterior.sizes["draw"]
     total = np.zeros((chains, n_draws))
     flat_keep = set(np.unique(np.linspace(0, chains * n_draws - 1,
                                           min(keep, chains * n_draws)).round().astype(int)))
     kept: list[CellDraws] = []
     rng = np.random.default_rng(seed)
-    probabilities = CellProbabilities(model, data)
+    probabilities = CellProbabilities(model, data, deterministics=True)
+    extra: dict[str, list[np.ndarray]] = {n: [] for n in probabilities.extra}
     for c in range(chains):
         for start in range(0, n_draws, chunk):
             piece = posterior.isel(chain=[c], draw=slice(start, start + chunk))
-            cells = derive(data, *probabilities(piece, rng), rng=rng)
+            flat = probabilities.evaluate(piece)
+            cells = derive(data, *probabilities.cells(flat, rng), rng=rng)
             total[c, start:start + cells.n_draws] = cells.undiagnosed.sum(axis=1,
                                                                          dtype=np.float64)
             rows = [i for i in range(cells.n_draws) if c * n_draws + start + i in flat_keep]
             kept.append(CellDraws(*(getattr(cells, k)[rows] for k in DERIVED)))
+            for name, values in extra.items():
+                values.append(flat[name])
     draws = CellDraws(*(np.concatenate([getattr(k, name) for k in kept]) for name in DERIVED))
-    return total, draws
+    return total, draws, _draws_dataset(model, posterior, extra)
+
+
+def _draws_dataset(model: pm.Model, posterior: xr.Dataset,
+                   values: dict[str, list[np.ndarray]]) -> xr.Dataset:
+    """Per-draw values (chunks of draws, chain by chain) as a dataset on `posterior`'s
+    chains and draws, with the model's dims and coordinates (or `name_dim_i`, as ArviZ)."""
+    chains, n_draws = posterior.sizes["chain"], posterior.sizes["draw"]
+    out = {}
+    for name, chunks in values.items():
+        array = np.concatenate(chunks).reshape(chains, n_draws, *chunks[0].shape[1:])
+        dims = list(model.named_vars_to_dims.get(name) or [])
+        dims += [f"{name}_dim_{i}" for i in range(len(dims), array.ndim - 2)]
+        coords = {d: list(model.coords[d]) for d in dims if model.coords.get(d) is not None}
+        out[name] = xr.DataArray(array, dims=("chain", "draw", *dims), coords=coords)
+    return xr.Dataset(out, coords={"chain": posterior["chain"], "draw": posterior["draw"]})
