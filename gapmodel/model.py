@@ -1001,25 +1001,34 @@ def laplace_collapse(loglik, mean, sigma, start, steps: int = 6,
     precision = 1.0 / sigma**2
     if information is not None:
         start = (information * start + precision * mean) / (information + precision)
+
+    def newton_step(value, u):
+        """The step to the mode of the quadratic at u, and the negative curvature there."""
+        grad = pt.grad(value, u)
+        curvature = pt.minimum(pt.grad(pt.sum(grad), u) - precision, -precision)
+        return (grad - (u - mean) * precision) / curvature, curvature
+
+    def marginal(u):
+        """The Laplace formula at u (its value at the modes is the potential)."""
+        value = loglik(u)
+        _, curvature = newton_step(value, u)
+        prior = pm.logp(pm.Normal.dist(mean, sigma), u)
+        return value + pt.sum(prior + 0.5 * pt.log(2 * np.pi / -curvature)), curvature
+
     # an area with a zero (or impossible) count has its root far out: start near the prior
     u = pt.clip(start, mean - 4.0, mean + 4.0)
     for step_number in range(steps):
         value = (loglik if search is None or step_number == steps - 1 else search)(u)
-        grad = pt.grad(value, u)
-        curvature = pt.grad(pt.sum(grad), u) - precision
-        curvature = pt.minimum(curvature, -precision)
-        step = (grad - (u - mean) * precision) / curvature
+        step, _ = newton_step(value, u)
         u = u - pt.clip(step, -1.0, 1.0)  # a trust region: far from the mode, go slowly
-    value = loglik(u)
-    grad = pt.grad(value, u)
-    curvature = pt.minimum(pt.grad(pt.sum(grad), u) - precision, -precision)
-    prior = pm.logp(pm.Normal.dist(mean, sigma), u)
-    pm.Potential("register", value + pt.sum(prior + 0.5 * pt.log(2 * np.pi / -curvature)))
+    total, curvature = marginal(u)
+    pm.Potential("register", total)
     pm.Deterministic("u_sd", 1.0 / pt.sqrt(-curvature), dims="area")
-    # the largest step a further Newton step would take: how far the modes are from
-    # converged (the gate's `laplace_step`)
-    pm.Deterministic("laplace_step",
-                     pt.max(pt.abs((grad - (u - mean) * precision) / curvature)))
+    # how much one step more would move the log density: the gate's check that the steps
+    # converged (a deterministic, so never part of the log density or its gradient)
+    step, _ = newton_step(loglik(u), u)
+    pm.Deterministic("laplace_error",
+                     pt.abs(marginal(u - pt.clip(step, -1.0, 1.0))[0] - total))
     return pm.Deterministic("u", u, dims="area")
 
 

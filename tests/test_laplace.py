@@ -136,21 +136,25 @@ def test_a_start_weighed_against_the_prior_reaches_every_mode_in_three_steps():
     assert np.abs(_modes(3, informed=False) - exact)[2] > 0.1  # the far root, uninformed
 
 
-def test_laplace_step_is_how_far_the_modes_are_from_converged():
-    """The `laplace_step` deterministic, the largest step a further Newton step would
-    take, measures the modes' remaining error: within 5% where the steps stop short (by
-    0.3 logit units down to 1e-5), and nothing where they converged."""
-    exact = _modes(20, informed=False)
-    rate = np.clip(R / N / P, 1e-9, 1 - 1e-9)
-    root = pt.as_tensor(np.log(rate) - np.log1p(-rate))
-    for steps, informed in [(1, True), (2, True), (3, False), (4, False), (8, True)]:
+def test_laplace_error_is_how_far_the_density_is_from_converged():
+    """The `laplace_error` deterministic, how much one Newton step more would move the
+    Laplace log density, is its distance from the converged value: within 5% where the
+    steps stop short (by 0.36 down to 1e-6), and nothing where they converged."""
+
+    def potential_and_error(steps: int, informed: bool) -> tuple[float, float]:
+        rate = np.clip(R / N / P, 1e-9, 1 - 1e-9)
         information = N * (P * rate * (1 - rate)) ** 2 / (P * rate * (1 - P * rate))
         with pm.Model(coords={"area": list("abcd")}) as model:
-            u = laplace_collapse(_binomial_loglik, pt.as_tensor(MEAN), SIGMA, root,
-                                 steps=steps, information=information if informed else None)
-        modes, step = pytensor.function([], [u, model["laplace_step"]])()
-        error = np.abs(modes - exact).max()
-        assert step == pytest.approx(error, rel=0.05, abs=1e-12), (steps, informed)
+            laplace_collapse(_binomial_loglik, pt.as_tensor(MEAN), SIGMA,
+                             pt.as_tensor(np.log(rate) - np.log1p(-rate)), steps=steps,
+                             information=information if informed else None)
+        return pytensor.function([], [model["register"], model["laplace_error"]])()
+
+    converged, _ = potential_and_error(20, informed=False)
+    for steps, informed in [(1, True), (2, True), (3, False), (4, False), (8, True)]:
+        potential, error = potential_and_error(steps, informed)
+        assert error == pytest.approx(abs(potential - converged), rel=0.05, abs=1e-12), \
+            (steps, informed)
 
 
 def test_the_gate_fails_modes_short_of_converged():
@@ -158,7 +162,7 @@ def test_the_gate_fails_modes_short_of_converged():
     setting to raise; converged modes pass, and a fit without the collapse has no check."""
     import xarray as xr
 
-    from gapmodel.fit import LAPLACE_STEP_TOLERANCE, diagnose
+    from gapmodel.fit import LAPLACE_ERROR_TOLERANCE, diagnose
     from gapmodel.spec import ModelSpec
 
     spec = ModelSpec.from_yaml("models/hypertension_england_pcn.yaml")
@@ -168,7 +172,7 @@ def test_the_gate_fails_modes_short_of_converged():
     def verdict(steps: np.ndarray | None) -> dict:
         posterior = {"gamma0": (("chain", "draw"), rng.normal(0, 1, shape))}
         if steps is not None:
-            posterior["laplace_step"] = (("chain", "draw"), steps)
+            posterior["laplace_error"] = (("chain", "draw"), steps)
         stats = {"diverging": (("chain", "draw"), np.zeros(shape, bool)),
                  "energy": (("chain", "draw"), rng.normal(0, 1, shape))}
         idata = xr.DataTree.from_dict({"posterior": xr.Dataset(posterior),
@@ -177,11 +181,11 @@ def test_the_gate_fails_modes_short_of_converged():
 
     converged = verdict(np.full(shape, 1e-12))
     assert converged["passed"], converged["failures"]
-    assert converged["checks"]["laplace_step"] == 1e-12
+    assert converged["checks"]["laplace_error"] == 1e-12
     short = np.full(shape, 1e-12)
-    short[1, 500] = 30 * LAPLACE_STEP_TOLERANCE
+    short[1, 500] = 30 * LAPLACE_ERROR_TOLERANCE
     failed = verdict(short)
     assert not failed["passed"]
-    assert failed["checks"]["laplace_step"] == 30 * LAPLACE_STEP_TOLERANCE
+    assert failed["checks"]["laplace_error"] == 30 * LAPLACE_ERROR_TOLERANCE
     assert any("newton_steps" in f for f in failed["failures"])
-    assert "laplace_step" not in verdict(None)["checks"]
+    assert "laplace_error" not in verdict(None)["checks"]

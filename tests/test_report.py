@@ -170,7 +170,8 @@ def england_like_version(root: Path, seed: int = 2, covariates: bool = True,
     idata = make_idata(rng, list(strata["stratum"]), mixing=True)
     # Laplace-collapsed area effects: how far their modes were from converged, per draw
     posterior = idata.posterior.to_dataset()
-    posterior["laplace_step"] = (("chain", "draw"), rng.uniform(0, 3e-9, (CHAINS, DRAWS)))
+    posterior["laplace_error"] = (("chain", "draw"),
+                                      rng.uniform(0, 3e-9, (CHAINS, DRAWS)))
     idata["posterior"] = xr.DataTree(posterior)
     summary = {"levels": {"pcn": n, "sub_icb": min(n, 8), "icb": min(n, 3)},
                "reference_rows": 12,
@@ -400,9 +401,9 @@ def test_england_like_report_without_ethnicity_or_deprivation(england, england_r
     targets = england_report.sections["targets"].content
     assert targets["n"] == 20 and targets["areas"] == 40
     assert not re.search(r"https?://", html)
-    step = england.meta["gate"]["checks"]["laplace_step"]
-    assert 0 < step < 3e-9
-    assert f"{step:.1e} (logit scale)" in section_html(html, "diagnostics")
+    error = england.meta["gate"]["checks"]["laplace_error"]
+    assert 0 < error < 3e-9
+    assert f"one Newton step more</td><td>{error:.1e}<" in section_html(html, "diagnostics")
 
 
 def test_england_like_report_without_covariates_has_no_deprivation(tmp_path):
