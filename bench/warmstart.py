@@ -282,7 +282,7 @@ def _format(row: dict) -> str:
     return (f"{head} {row.get('seed', ''):>4} {row['sampler']:7} {row['tune']:5d} "
             f"{row['draws']:5d} "
             f"{row['accept']:6.2f} {row['wall_s']:7.1f} {row.get('start_s', 0):7.1f} "
-            f"{row.get('derive_s', float('nan')):8.1f} "
+            f"{row['derive_s']:8.1f} "
             f"{row['min_ess']:7.0f} "
             f"{row['ess_per_s']:6.2f} "
             f"{row['max_rhat']:6.3f} {row['grads_draw']:10.1f} {row['step']:6.3f} "

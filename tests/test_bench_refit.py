@@ -36,16 +36,18 @@ def test_warmstart_table(warmstart):
     row = {"spec": "synthetic_icb", "areas": 1000, "rev": "HEAD", "start": "warm", "seed": 1,
            "sampler": "pymc",
            "tune": 300, "draws": 800, "accept": 0.9, "wall_s": 258.0, "start_s": 12.5,
-           "min_ess": 489.0,
+           "derive_s": 30.5, "min_ess": 489.0,
            "worst": "sigma_u", "ess_per_s": 1.89, "max_rhat": 1.006, "grads_draw": 31.0,
            "step": 0.221, "divergences": 0, "gate": True}
     text = warmstart.report([row, {"spec": "hypertension_england_pcn", "start": "cold",
                                    "note": "stopped: not finished in 900 s"}])
     lines = text.splitlines()
-    assert lines[0].split()[:9] == ["spec", "areas", "rev", "start", "seed", "sampler", "tune",
-                                    "draws", "accept"]
+    assert lines[0].split()[:14] == ["spec", "areas", "rev", "start", "seed", "sampler",
+                                     "tune", "draws", "accept", "wall", "s", "start", "s",
+                                     "derive"]
     assert lines[1].split() == ["synthetic_icb", "1000", "HEAD", "warm", "1", "pymc", "300",
-                                "800", "0.90", "258.0", "12.5", "489", "1.89", "1.006", "31.0",
+                                "800", "0.90", "258.0", "12.5", "30.5", "489", "1.89", "1.006",
+                                "31.0",
                                 "0.221", "0", "yes", "sigma_u"]
     assert lines[2].endswith("stopped: not finished in 900 s")
 
