@@ -52,18 +52,13 @@ def _pathfinder_points(model, draws: int, seed: int = 0) -> list[dict[str, np.nd
     registry holds no version of the spec."""
     from pymc.blocking import DictToArrayBijection, RaveledVars
 
-    from gapmodel.pathfinder import pathfinder
+    from gapmodel.warmstart import pathfinder_approximation
 
     rng = np.random.default_rng(seed)
-    function = model.logp_dlogp_function(model.value_vars, ravel_inputs=True)
-    function.set_extra_values({})
-    initial = model.initial_point(random_seed=seed)
-    layout = [(v.name, initial[v.name].shape, initial[v.name].size, initial[v.name].dtype)
-              for v in model.value_vars]
-    start = DictToArrayBijection.map({name: initial[name] for name, *_ in layout}).data
-    approx = pathfinder(function, start + rng.uniform(-2, 2, size=start.size), rng)
+    _, approx, layout = pathfinder_approximation(model, seed, rng)
+    size = sum(size for _, _, size, _ in layout)
     return [DictToArrayBijection.rmap(RaveledVars(x, layout))
-            for x in approx.draw(rng.standard_normal((draws, start.size)))]
+            for x in approx.draw(rng.standard_normal((draws, size)))]
 
 
 def main() -> None:

@@ -40,7 +40,7 @@ from pymc.blocking import DictToArrayBijection, RaveledVars
 from pymc.step_methods.hmc.quadpotential import QuadPotential
 from scipy import linalg
 
-from gapmodel.pathfinder import pathfinder
+from gapmodel.pathfinder import Approximation, pathfinder
 
 #: Variables up to this many coordinates join the dense block of the mass matrix...
 DENSE_VARIABLE_SIZE = 32
@@ -179,20 +179,15 @@ def pathfinder_start(model: pm.Model, chains: int, seed: int, tune: int,
     the approximation's own covariance, which can be orders of magnitude off along some
     coordinates), which the run adapts over its `tune` steps."""
     rng = np.random.default_rng(seed)
-    logp_grad = model.logp_dlogp_function(model.value_vars, ravel_inputs=True)
-    logp_grad.set_extra_values({})
-    initial = model.initial_point(random_seed=seed)
-    layout = [(v.name, initial[v.name].shape, initial[v.name].size, initial[v.name].dtype)
-              for v in model.value_vars]
-    start = DictToArrayBijection.map({name: initial[name] for name, *_ in layout}).data
-    approx = pathfinder(logp_grad, start + rng.uniform(-2, 2, size=start.size), rng)
+    logp_grad, approx, layout = pathfinder_approximation(model, seed, rng)
+    size = sum(size for _, _, size, _ in layout)
     index = _dense_positions([size for _, _, size, _ in layout])
-    draws = approx.draw(rng.standard_normal((chains, start.size)))
+    draws = approx.draw(rng.standard_normal((chains, size)))
     points = [_constrained(model, DictToArrayBijection.rmap(RaveledVars(d, layout)))
               for d in draws]
     block, variance = approx.covariance(index), approx.variance()
     if estimate_draws:
-        sample = approx.draw(rng.standard_normal((estimate_draws, start.size)))
+        sample = approx.draw(rng.standard_normal((estimate_draws, size)))
         grads = _gradients(logp_grad, sample)
         finite = np.isfinite(grads).all(axis=1)
         if finite.sum() >= MIN_GRADIENT_DRAWS:
@@ -200,6 +195,21 @@ def pathfinder_start(model: pm.Model, chains: int, seed: int, tune: int,
                                                            index)
     return WarmStart(source="pathfinder", dense=index, block_cov=block, variance=variance,
                      points=points, adapt_tune=tune, logp_dlogp=logp_grad)
+
+
+def pathfinder_approximation(model: pm.Model, seed: int, rng: np.random.Generator
+                             ) -> tuple[Any, Approximation, list[tuple]]:
+    """The model's compiled log density and gradient (value variables raveled), Pathfinder's
+    approximation from its initial point jittered by up to 2 on each coordinate, and the
+    raveling's layout (name, shape, size, dtype per value variable)."""
+    logp_grad = model.logp_dlogp_function(model.value_vars, ravel_inputs=True)
+    logp_grad.set_extra_values({})
+    initial = model.initial_point(random_seed=seed)
+    layout = [(v.name, initial[v.name].shape, initial[v.name].size, initial[v.name].dtype)
+              for v in model.value_vars]
+    start = DictToArrayBijection.map({name: initial[name] for name, *_ in layout}).data
+    return logp_grad, pathfinder(logp_grad, start + rng.uniform(-2, 2, size=start.size),
+                                 rng), layout
 
 
 def _gradients(logp_grad, rows: np.ndarray) -> np.ndarray:
