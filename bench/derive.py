@@ -54,7 +54,7 @@ def run_one(spec_path: str, data_dir: str, registry: str, draws: int | None) -> 
     model, data = build_model(dataset, spec)
     build_s = time.perf_counter() - start
     start = time.perf_counter()
-    total, _, _ = _derive_all(model, data, posterior, spec.derived_draws, spec.sampler.seed)
+    total = _derive_all(model, data, posterior, spec.derived_draws, spec.sampler.seed)[0]
     derive_s = time.perf_counter() - start
     n = int(total.size)
     q5, q95 = np.quantile(total, [0.05, 0.95])

@@ -74,13 +74,8 @@ def run_one(spec_path: str, data_dir: str, registry: str, warm: tuple[int, int] 
     the warm lengths)."""
     import arviz as az
 
-    from gapmodel.fit import (
-        _derive_all,
-        _warm_start_or_pilot,
-        monitored,
-        sample,
-        with_deterministics,
-    )
+    from gapmodel import fit as fit_module
+    from gapmodel.fit import _derive_all, _warm_start_or_pilot, monitored, sample
     from gapmodel.model import build_model
     from gapmodel.registry import Registry
     from gapmodel.sources import load_spec_data
@@ -128,9 +123,11 @@ def run_one(spec_path: str, data_dir: str, registry: str, warm: tuple[int, int] 
     wall = time.perf_counter() - start
     # the gate's ESS check covers the national gap too, and the deterministics among its
     # hyperparameters: both come from the derive step
-    total, _, computed = _derive_all(model, data, idata.posterior.to_dataset(), 1, s.seed)
+    derived = _derive_all(model, data, idata.posterior.to_dataset(), 1, s.seed)
     derive_s = time.perf_counter() - start - wall
-    idata = with_deterministics(idata, computed)
+    total = derived[0]
+    if len(derived) > 2:  # since 1519633 (a `--revisions` row may be older)
+        idata = fit_module.with_deterministics(idata, derived[2])
     names = monitored(idata)
     posterior = idata.posterior.to_dataset()
     gap = posterior[[]].assign(total_undiagnosed=(("chain", "draw"), total))
