@@ -114,6 +114,6 @@ def format_summary(summary: dict[str, Any]) -> str:
     lines.append(f"convergence gate {verdict} (max R-hat {c['rhat']:.3f}, min bulk ESS "
                  f"{c['ess_bulk']:.0f}, min tail ESS {c['ess_tail']:.0f}, divergences "
                  f"{c['divergences']}, min E-BFMI {c['ebfmi']:.2f}"
-                 + (f", Laplace modes' error {c['laplace_error']:.1e}"
+                 + (f", Laplace error {c['laplace_error']:.1e}"
                     if "laplace_error" in c else "") + ")")
     return "\n".join(lines)

@@ -180,14 +180,14 @@ def pathfinder_start(model: pm.Model, chains: int, seed: int, tune: int,
     coordinates), which the run adapts over its `tune` steps."""
     rng = np.random.default_rng(seed)
     logp_grad, approx, layout = pathfinder_approximation(model, seed, rng)
-    size = sum(size for _, _, size, _ in layout)
-    index = _dense_positions([size for _, _, size, _ in layout])
-    draws = approx.draw(rng.standard_normal((chains, size)))
+    sizes = [size for _, _, size, _ in layout]
+    index = _dense_positions(sizes)
+    draws = approx.draw(rng.standard_normal((chains, sum(sizes))))
     points = [_constrained(model, DictToArrayBijection.rmap(RaveledVars(d, layout)))
               for d in draws]
     block, variance = approx.covariance(index), approx.variance()
     if estimate_draws:
-        sample = approx.draw(rng.standard_normal((estimate_draws, size)))
+        sample = approx.draw(rng.standard_normal((estimate_draws, sum(sizes))))
         grads = _gradients(logp_grad, sample)
         finite = np.isfinite(grads).all(axis=1)
         if finite.sum() >= MIN_GRADIENT_DRAWS:
