@@ -27,6 +27,7 @@ from pymc.distributions.transforms import ZeroSumTransform
 from pytensor.compile.builders import OpFromGraph
 from scipy.special import expit, logit
 
+from gapmodel.area_laplace import BinomialAreas
 from gapmodel.data import Dataset
 from gapmodel.graph import Graph, component_scaling
 from gapmodel.layout import (
@@ -802,10 +803,12 @@ def build_model(dataset: Dataset, spec: ModelSpec) -> tuple[pm.Model, ModelData]
             start = _recorded_rate_root(data, pi, group_term)
             mean, sigma = _anchored_prior(spec, data, gamma0, start) if anchored else \
                 _area_prior(spec, data, dataset, gamma0, covariate_term)
+            areas = _binomial_areas(data, weight, concentration)
             area_logit = laplace_collapse(
                 register_loglik, mean, sigma, start, steps=spec.detection.area.newton_steps,
                 search=register_search,
-                information=_root_information(data, pi, group_term, start))
+                information=_root_information(data, pi, group_term, start),
+                cells=None if areas is None else (areas, data.population * pi, group_term))
         else:
             pm.Potential("register", register_loglik(area_logit))
         theta = pm.math.sigmoid(to_cells(data, area_logit) + group_term)
@@ -821,6 +824,16 @@ def build_model(dataset: Dataset, spec: ModelSpec) -> tuple[pm.Model, ModelData]
         _reference_evidence(data, _logit(cases_ref / np.maximum(pop_ref, 1.0)),
                             _logit(found_ref / pt.maximum(cases_ref, 1e-9)), spec, gamma0)
     return model, data
+
+
+def _binomial_areas(data: ModelData, weight, concentration) -> BinomialAreas | None:
+    """The compiled collapse's data where it applies: each area's registers one exact
+    binomial total of its cells (no censored counts, completeness weights or
+    overdispersion); None elsewhere, where the collapse stays a graph."""
+    exact = (data.obs_lo == data.obs_hi).all()
+    if not (data.obs_are_areas and weight is None and concentration is None and exact):
+        return None
+    return BinomialAreas(data.obs_lo, data.obs_population, data.cell_area, len(data.areas))
 
 
 def _completeness_weights(spec: ModelSpec, data: ModelData) -> pt.TensorVariable | None:
@@ -980,7 +993,7 @@ def capped_detection(implied, power: float = 8.0):
 
 
 def laplace_collapse(loglik, mean, sigma, start, steps: int = 6,
-                     search=None, information=None) -> pt.TensorVariable:
+                     search=None, information=None, cells=None) -> pt.TensorVariable:
     """Integrate independent area effects u_a ~ N(mean_a, sigma^2) out of a likelihood that
     is separable by area, with a Laplace approximation per area: Newton steps from `start`
     (at most 1 on the logit scale each) to each mode u*, then
@@ -1000,10 +1013,23 @@ def laplace_collapse(loglik, mean, sigma, start, steps: int = 6,
     which the steps of at most 1 would take four steps to leave.
 
     Also records `laplace_error`, how much one Newton step more would move the potential:
-    a deterministic, for the gate's check that the steps converged."""
+    a deterministic, for the gate's check that the steps converged.
+
+    `cells`, (BinomialAreas, w, g) where each area's registers are one exact binomial total
+    of its cells' w expit(g + u): the same steps and formula as compiled loops, differentiated
+    implicitly at the modes (`gapmodel.area_laplace`); `loglik` and `search` then go unused."""
     precision = 1.0 / sigma**2
     if information is not None:
         start = (information * start + precision * mean) / (information + precision)
+    if cells is not None:
+        areas, weights, logits = cells
+        mean = pt.broadcast_to(mean, (areas.n_areas,))
+        terms, u = areas.collapse(weights, logits, mean, sigma, start, steps)
+        pm.Potential("register", pt.sum(terms))
+        curvature, error = areas.diagnostics(weights, logits, mean, sigma, start, steps)
+        pm.Deterministic("u_sd", 1.0 / pt.sqrt(curvature), dims="area")
+        pm.Deterministic("laplace_error", error)
+        return pm.Deterministic("u", u, dims="area")
 
     def newton_step(value, u):
         """The step to the mode of the quadratic at u, and the negative curvature there."""

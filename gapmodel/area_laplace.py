@@ -1,0 +1,299 @@
+"""The Laplace collapse of per-area effects for binomial area totals, as compiled loops.
+
+Where each area has one register total, an exact binomial count of its cells' expected
+recorded cases,
+
+    R_a ~ Binomial(n_a, mu_a / n_a),  mu_a = sum_c w_c expit(g_c + u_a),  u_a ~ N(m_a, s_a^2),
+
+the Laplace approximation of the marginal over u_a (`gapmodel.model.laplace_collapse`) needs
+only mu_a and its first three derivatives in u_a, each a sum over the area's cells. Written
+out here as loops over the cells (numba), the Newton steps and the formula take a few passes
+over the cells, where PyTensor's graph of the same (derivatives of derivatives, then its
+reverse pass) keeps dozens of cell-sized temporaries.
+
+The gradient is the implicit one: at the mode u*, du*/dx = (d f'/dx) / H for any input x,
+f the log joint in u and H = -f''; so the Newton steps are never differentiated, and the
+derivative of the marginal is that of the converged approximation (the gate's
+`laplace_error` checks that the steps converged). The same holds for the modes u*
+themselves, which the model uses again (the reference evidence's detection).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import inspect
+import math
+
+import numba
+import numpy as np
+import pytensor.tensor as pt
+from pytensor.gradient import DisconnectedType, disconnected_type
+from pytensor.graph.basic import Apply
+from pytensor.graph.op import Op
+from pytensor.link.numba.dispatch.basic import (
+    numba_njit,
+    register_funcify_default_op_cache_key,
+)
+from scipy.special import gammaln
+
+LOG_2PI = math.log(2.0 * math.pi)
+
+
+@numba.njit(cache=False)
+def _moments(w, odds, order, start, stop, u, third):
+    """mu = sum_c w_c e_c and its first two (three) u-derivatives, e_c = expit(g_c + u) =
+    1 / (1 + exp(-g_c) exp(-u)): `odds` holds exp(-g_c), so that a pass over the cells takes
+    one exponential per area, not per cell."""
+    mu = m1 = m2 = m3 = 0.0
+    scale = math.exp(-u)
+    for i in range(start, stop):
+        c = order[i]
+        e = 1.0 / (1.0 + odds[c] * scale)
+        s1 = e * (1.0 - e)
+        mu += w[c] * e
+        m1 += w[c] * s1
+        m2 += w[c] * s1 * (1.0 - 2.0 * e)
+        if third:
+            m3 += w[c] * s1 * (1.0 - 6.0 * s1)
+    return mu, m1, m2, m3
+
+
+@numba.njit(cache=False)
+def _binomial(k, n, log_choose, mu):
+    """log Binomial(k | n, mu / n) (p clipped to [1e-12, 1 - 1e-9], as the graph does) and its
+    first three derivatives in mu (zero where clipped, or where n is 0: no register)."""
+    if n <= 0.0:
+        return 0.0, 0.0, 0.0, 0.0
+    p = mu / n
+    if p < 1e-12 or p > 1.0 - 1e-9:
+        p = min(max(p, 1e-12), 1.0 - 1e-9)
+        return log_choose + k * math.log(p) + (n - k) * math.log1p(-p), 0.0, 0.0, 0.0
+    rest = n - mu
+    value = log_choose + k * math.log(p) + (n - k) * (math.log(rest) - math.log(n))
+    return (value, k / mu - (n - k) / rest, -k / mu**2 - (n - k) / rest**2,
+            2.0 * k / mu**3 - 2.0 * (n - k) / rest**3)
+
+
+@numba.njit(cache=False)
+def _area_state(w, odds, order, start, stop, k, n, log_choose, mean, precision, u, third):
+    """At u: the log joint's value and slope f', the clamped negative curvature H used by the
+    steps and the formula, the unclamped one, and the moments' derivatives needed later."""
+    mu, m1, m2, m3 = _moments(w, odds, order, start, stop, u, third)
+    value, l1, l2, l3 = _binomial(k, n, log_choose, mu)
+    slope = l1 * m1 - (u - mean) * precision
+    luu = l2 * m1 * m1 + l1 * m2
+    curvature = max(precision - luu, precision)
+    return value, slope, curvature, precision - luu, mu, m1, m2, m3, l1, l2, l3
+
+
+@numba.njit(cache=False)
+def _marginal(value, u, mean, precision, curvature):
+    """The Laplace formula's term for one area."""
+    prior = 0.5 * math.log(precision) - 0.5 * LOG_2PI - 0.5 * (u - mean) ** 2 * precision
+    return value + prior + 0.5 * (LOG_2PI - math.log(curvature))
+
+
+@numba.njit(cache=False)
+def _modes(w, g, mean, sigma, u0, k, n, log_choose, order, offsets, steps):
+    """Each area's mode after `steps` Newton steps (each at most 1) from u0 clipped to within
+    4 of the prior mean, its Laplace term there, and the clamped curvature."""
+    areas = len(mean)
+    terms, modes, curvatures = np.empty(areas), np.empty(areas), np.empty(areas)
+    odds = np.exp(-g)
+    for a in range(areas):
+        start, stop, precision = offsets[a], offsets[a + 1], 1.0 / sigma[a] ** 2
+        u = min(max(u0[a], mean[a] - 4.0), mean[a] + 4.0)
+        for _ in range(steps):
+            state = _area_state(w, odds, order, start, stop, k[a], n[a], log_choose[a],
+                                mean[a], precision, u, False)
+            u += min(max(state[1] / state[2], -1.0), 1.0)
+        state = _area_state(w, odds, order, start, stop, k[a], n[a], log_choose[a], mean[a],
+                            precision, u, False)
+        terms[a] = _marginal(state[0], u, mean[a], precision, state[2])
+        modes[a], curvatures[a] = u, state[2]
+    return terms, modes, curvatures
+
+
+@numba.njit(cache=False)
+def collapse(w, g, mean, sigma, u0, k, n, log_choose, order, offsets, steps):
+    """Per area, the Laplace term of the marginal and the mode."""
+    terms, modes, _ = _modes(w, g, mean, sigma, u0, k, n, log_choose, order, offsets, steps)
+    return terms, modes
+
+
+@numba.njit(cache=False)
+def diagnostics(w, g, mean, sigma, u0, k, n, log_choose, order, offsets, steps):
+    """Per area the clamped curvature at the mode, and how much one Newton step more moves the
+    summed terms (the gate's `laplace_error`)."""
+    terms, modes, curvatures = _modes(w, g, mean, sigma, u0, k, n, log_choose, order,
+                                      offsets, steps)
+    moved, odds = 0.0, np.exp(-g)
+    for a in range(len(mean)):
+        start, stop, precision = offsets[a], offsets[a + 1], 1.0 / sigma[a] ** 2
+        state = _area_state(w, odds, order, start, stop, k[a], n[a], log_choose[a], mean[a],
+                            precision, modes[a], False)
+        u = modes[a] + min(max(state[1] / state[2], -1.0), 1.0)
+        state = _area_state(w, odds, order, start, stop, k[a], n[a], log_choose[a], mean[a],
+                            precision, u, False)
+        moved += _marginal(state[0], u, mean[a], precision, state[2]) - terms[a]
+    return curvatures, np.array(abs(moved))
+
+
+@numba.njit(cache=False)
+def gradient(w, g, mean, sigma, modes, k, n, log_choose, order, offsets, d_terms, d_modes):
+    """The gradient of sum_a (d_terms_a term_a + d_modes_a u*_a) in w, g, mean and sigma,
+    with u* the converged modes (implicit derivatives; see the module's docstring)."""
+    d_w, d_g = np.zeros(len(w)), np.zeros(len(g))
+    d_mean, d_sigma = np.empty(len(mean)), np.empty(len(mean))
+    odds = np.exp(-g)
+    for a in range(len(mean)):
+        start, stop, u, m = offsets[a], offsets[a + 1], modes[a], mean[a]
+        precision = 1.0 / sigma[a] ** 2
+        (_, slope, curvature, unclamped, _, m1, m2, m3, l1, l2, l3) = _area_state(
+            w, odds, order, start, stop, k[a], n[a], log_choose[a], m, precision, u, True)
+        # -1/2 log H moves with the likelihood's curvature only where H is not clamped
+        bend = 0.5 / curvature if unclamped > precision else 0.0
+        luuu = l3 * m1**3 + 3.0 * l2 * m1 * m2 + l1 * m3
+        implicit = (d_terms[a] * (slope + bend * luuu) + d_modes[a]) / max(
+            unclamped, 1e-9 * precision)
+        gt = d_terms[a]
+        a_mu = gt * l1 + gt * bend * (l3 * m1 * m1 + l2 * m2) + implicit * l2 * m1
+        a_m1 = gt * bend * 2.0 * l2 * m1 + implicit * l1
+        a_m2 = gt * bend * l1
+        scale = math.exp(-u)
+        for i in range(start, stop):
+            c = order[i]
+            e = 1.0 / (1.0 + odds[c] * scale)
+            s1 = e * (1.0 - e)
+            s2 = s1 * (1.0 - 2.0 * e)
+            d_w[c] = a_mu * e + a_m1 * s1 + a_m2 * s2
+            d_g[c] = w[c] * (a_mu * s1 + a_m1 * s2 + a_m2 * s1 * (1.0 - 6.0 * s1))
+        offset = u - m
+        d_mean[a] = gt * offset * precision + implicit * precision
+        s = sigma[a]
+        d_sigma[a] = (gt * (-1.0 / s + offset**2 / s**3 + 1.0 / (curvature * s**3))
+                      + implicit * 2.0 * offset / s**3)
+    return d_w, d_g, d_mean, d_sigma
+
+
+#: changes with the kernels' source, so that compiled functions cached on disk from an
+#: earlier version of them are never loaded
+_VERSION = int(hashlib.sha256("".join(
+    inspect.getsource(f.py_func) for f in
+    (_moments, _binomial, _area_state, _marginal, _modes, collapse, diagnostics, gradient)
+).encode()).hexdigest()[:12], 16)
+
+_FLOATS = 5  # w, g, mean, sigma, u0: the differentiable inputs (u0 only in value)
+
+
+class AreaLaplace(Op):
+    """(terms, modes) per area, or with `diagnostics` (curvatures, laplace_error): the
+    kernels above as a PyTensor Op. Inputs: w, g (per cell), mean, sigma, u0 (per area),
+    then the data: counts, populations, log binomial coefficients (per area), the cells in
+    area order and each area's offset into it."""
+
+    __props__ = ("steps", "diagnostics")
+
+    def __init__(self, steps: int, diagnostics: bool = False):
+        self.steps = int(steps)
+        self.diagnostics = bool(diagnostics)
+
+    def make_node(self, *inputs):
+        floats = [pt.as_tensor(x).astype("float64") for x in inputs[:_FLOATS + 3]]
+        ints = [pt.as_tensor(x).astype("int64") for x in inputs[_FLOATS + 3:]]
+        per_area = pt.tensor(dtype="float64", shape=(floats[2].type.shape[0],))
+        outputs = [per_area, per_area.type() if not self.diagnostics
+                   else pt.tensor(dtype="float64", shape=())]
+        return Apply(self, floats + ints, outputs)
+
+    def perform(self, node, inputs, output_storage):
+        kernel = diagnostics if self.diagnostics else collapse
+        for storage, value in zip(output_storage, kernel(*inputs, self.steps), strict=True):
+            storage[0] = value
+
+    def infer_shape(self, node, shapes):
+        return [shapes[2], ()] if self.diagnostics else [shapes[2], shapes[2]]
+
+    def connection_pattern(self, node):
+        differentiable = not self.diagnostics
+        return [[differentiable and i < 4] * len(node.outputs) for i in range(len(node.inputs))]
+
+    def pullback(self, inputs, outputs, cotangents):
+        if self.diagnostics:
+            raise NotImplementedError("the Laplace collapse's diagnostics have no gradient")
+        d_terms, d_modes = (pt.zeros_like(out) if isinstance(grad.type, DisconnectedType)
+                            else grad for out, grad in zip(outputs, cotangents, strict=True))
+        grads = AreaLaplaceGradient()(*inputs[:4], outputs[1], *inputs[_FLOATS:],
+                                      d_terms, d_modes)
+        return list(grads) + [disconnected_type() for _ in inputs[4:]]
+
+
+class AreaLaplaceGradient(Op):
+    """`gradient` as a PyTensor Op."""
+
+    __props__ = ()
+
+    def make_node(self, *inputs):
+        inputs = [pt.as_tensor(x) for x in inputs]
+        return Apply(self, inputs, [x.type() for x in inputs[:4]])
+
+    def perform(self, node, inputs, output_storage):
+        for storage, value in zip(output_storage, gradient(*inputs), strict=True):
+            storage[0] = value
+
+    def infer_shape(self, node, shapes):
+        return shapes[:4]
+
+
+@register_funcify_default_op_cache_key(AreaLaplace)
+def _numba_area_laplace(op, node, **kwargs):
+    steps = op.steps
+    kernel = diagnostics if op.diagnostics else collapse
+
+    @numba_njit
+    def area_laplace(w, g, mean, sigma, u0, k, n, log_choose, order, offsets):
+        return kernel(w, g, mean, sigma, u0, k, n, log_choose, order, offsets, steps)
+
+    return area_laplace, _VERSION
+
+
+@register_funcify_default_op_cache_key(AreaLaplaceGradient)
+def _numba_area_laplace_gradient(op, node, **kwargs):
+    @numba_njit
+    def area_laplace_gradient(w, g, mean, sigma, modes, k, n, log_choose, order, offsets,
+                              d_terms, d_modes):
+        return gradient(w, g, mean, sigma, modes, k, n, log_choose, order, offsets,
+                        d_terms, d_modes)
+
+    return area_laplace_gradient, _VERSION
+
+
+class BinomialAreas:
+    """The data side of the kernels: each area's register count, population and log
+    binomial coefficient, and its cells (`cell_area`) in area order."""
+
+    def __init__(self, counts: np.ndarray, populations: np.ndarray, cell_area: np.ndarray,
+                 n_areas: int):
+        self.counts = np.asarray(counts, dtype=float)
+        self.populations = np.asarray(populations, dtype=float)
+        live = self.populations > 0
+        self.log_choose = np.where(live, gammaln(self.populations + 1) - gammaln(
+            self.counts + 1) - gammaln(np.where(live, self.populations - self.counts, 0) + 1),
+            0.0)
+        self.order = np.argsort(cell_area, kind="stable").astype(np.int64)
+        self.offsets = np.concatenate(
+            [[0], np.cumsum(np.bincount(cell_area, minlength=n_areas))]).astype(np.int64)
+        self.n_areas = n_areas
+
+    def _data(self) -> list[np.ndarray]:
+        return [self.counts, self.populations, self.log_choose, self.order, self.offsets]
+
+    def collapse(self, w, g, mean, sigma, u0, steps: int):
+        """(terms, modes): per area, its Laplace term and the mode."""
+        sigma = pt.broadcast_to(sigma, (self.n_areas,))
+        return AreaLaplace(steps)(w, g, mean, sigma, u0, *self._data())
+
+    def diagnostics(self, w, g, mean, sigma, u0, steps: int):
+        """(curvatures, laplace_error), the same steps taken again (never in the density)."""
+        sigma = pt.broadcast_to(sigma, (self.n_areas,))
+        return AreaLaplace(steps, diagnostics=True)(w, g, mean, sigma, u0, *self._data())
