@@ -942,11 +942,17 @@ def _area_totals(data: ModelData) -> tuple[np.ndarray, np.ndarray]:
     return population, total
 
 
-def _recorded_rate_root(data: ModelData, pi, group_term, steps: int = 4
+def _recorded_rate_root(data: ModelData, pi, group_term, steps: int = 1
                         ) -> pt.TensorVariable:
     """Per area, the u that makes the expected recorded total equal the registers' total
     (midpoints of censored counts): Newton steps on the logit scale, where the equation is
-    nearly linear. A starting point for the Laplace modes."""
+    nearly linear. A starting point for the Laplace modes, and what the anchored prior's
+    terms are sampled relative to (any smooth function of the other parameters would do
+    there: only the geometry depends on it).
+
+    One step: on England hypertension and dementia by PCN the first guess is within 1e-4 of
+    the root and one step within 1e-8; four steps cost England's gradient 0.44 ms more
+    (1.54 against 1.10)."""
     population, total = _area_totals(data)
     target = np.clip(total / np.maximum(population, 1.0), 1e-6, 1 - 1e-6)
     cases = data.population * pi
