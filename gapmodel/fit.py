@@ -226,8 +226,10 @@ class CellProbabilities:
 
 
 def derive(data: ModelData, pi: np.ndarray, theta: np.ndarray, rho: np.ndarray | None,
-           rng: np.random.Generator) -> CellDraws:
-    """Cell draws given parameter draws.
+           rng: np.random.Generator, keep: np.ndarray | None = None
+           ) -> tuple[CellDraws, np.ndarray]:
+    """Cell draws given parameter draws: those of the draws `keep` (all where None), and the
+    total undiagnosed of every draw.
 
     recorded: each observation's count (midpoint of its interval) shared over its cells in
     proportion to N pi theta w; cells no register observes get a predictive draw.
@@ -257,11 +259,15 @@ def derive(data: ModelData, pi: np.ndarray, theta: np.ndarray, rho: np.ndarray |
             .astype(np.int64), pi[:, unobserved] * theta[:, unobserved])
     q = pi * (1 - theta) / (1 - pi * theta)
     at_risk = np.clip(np.rint(n - recorded), 0, None).astype(np.int64)
-    undiagnosed = rng.binomial(at_risk, q).astype(float)
+    undiagnosed = rng.binomial(at_risk, q)
+    total = undiagnosed.sum(axis=1, dtype=np.float64)
+    rows = slice(None) if keep is None else keep
     f32 = np.float32
+    recorded, undiagnosed = recorded[rows], undiagnosed[rows]
+    # float32 for the kept rows only (England: a tenth less time per chunk of draws)
     return CellDraws(expected=(recorded + undiagnosed).astype(f32),
                      recorded=recorded.astype(f32), undiagnosed=undiagnosed.astype(f32),
-                     pi=pi.astype(f32), theta=theta.astype(f32))
+                     pi=pi[rows].astype(f32), theta=theta[rows].astype(f32)), total
 
 
 def fit(dataset: Dataset, spec: ModelSpec, *, progress: bool = True,
@@ -342,11 +348,12 @@ def _derive_all(model: pm.Model, data: ModelData, posterior: xr.Dataset, keep: i
         for start in range(0, n_draws, chunk):
             piece = posterior.isel(chain=[c], draw=slice(start, start + chunk))
             flat = probabilities.evaluate(piece)
-            cells = derive(data, *probabilities.cells(flat, rng), rng=rng)
-            total[c, start:start + cells.n_draws] = cells.undiagnosed.sum(axis=1,
-                                                                         dtype=np.float64)
-            rows = [i for i in range(cells.n_draws) if c * n_draws + start + i in flat_keep]
-            kept.append(CellDraws(*(getattr(cells, k)[rows] for k in DERIVED)))
+            size = piece.sizes["draw"]
+            rows = np.array([i for i in range(size) if c * n_draws + start + i in flat_keep],
+                            dtype=int)
+            cells, total[c, start:start + size] = derive(
+                data, *probabilities.cells(flat, rng), rng=rng, keep=rows)
+            kept.append(cells)
             for name, values in extra.items():
                 values.append(flat[name])
     draws = CellDraws(*(np.concatenate([getattr(k, name) for k in kept]) for name in DERIVED))
