@@ -4,12 +4,15 @@
     .venv/bin/python bench/laplace.py --spec models/dementia_england_pcn.yaml
     .venv/bin/python bench/laplace.py --steps 10 6 3 2
 
-Builds the spec's model once per number of Newton steps (`detection.area.newton_steps`)
-and evaluates the log density and its gradient at draws of the spec's active version in
-the registry or, without one, of Pathfinder's approximation (a first fit's start), in one
-process, one BLAS thread. Prints per number of steps: milliseconds per log density +
-gradient (median over the draws of each draw's best of 5 calls), and the largest
-differences from the reference (the first row, 10 steps unless `--steps` says otherwise)
+Builds the spec's model once per number of Newton steps (`detection.area.newton_steps`,
+which only a collapse left as a graph takes: censored counts, completeness weights or the
+beta-binomial; the compiled collapse of exact area totals steps to convergence, so its rows
+differ by noise alone) and evaluates the log density and its gradient at draws of the
+spec's active version in the registry or, without one, of Pathfinder's approximation (a
+first fit's start), in one process, one BLAS thread. Prints per number of steps:
+milliseconds per log density + gradient (median over the draws of each draw's best of 5
+calls), and the largest differences from the reference (the first row, 10 steps unless
+`--steps` says otherwise)
 over the draws: in the log density, absolute, and in the gradient, relative
 (|g - g_ref| / |g_ref|).
 """

@@ -9,13 +9,15 @@ the Laplace approximation of the marginal over u_a (`gapmodel.model.laplace_coll
 only mu_a and its first three derivatives in u_a, each a sum over the area's cells. Written
 out here as loops over the cells (numba), the Newton steps and the formula take a few passes
 over the cells, where PyTensor's graph of the same (derivatives of derivatives, then its
-reverse pass) keeps dozens of cell-sized temporaries.
+reverse pass) keeps dozens of cell-sized temporaries. Each area takes Newton steps until
+one is under `TOLERANCE`: three or four where the graph takes the spec's `newton_steps`
+everywhere, more only where an area starts far from its mode.
 
 The gradient is the implicit one: at the mode u*, du*/dx = (d f'/dx) / H for any input x,
 f the log joint in u and H = -f''; so the Newton steps are never differentiated, and the
-derivative of the marginal is that of the converged approximation (the gate's
-`laplace_error` checks that the steps converged). The same holds for the modes u*
-themselves, which the model uses again (the reference evidence's detection).
+derivative is that of the converged approximation, which the steps reach (the gate's
+`laplace_error` checks it). The same holds for the modes u* themselves, which the model
+uses again (the reference evidence's detection).
 """
 
 from __future__ import annotations
@@ -37,6 +39,11 @@ from pytensor.link.numba.dispatch.basic import (
 from scipy.special import gammaln
 
 LOG_2PI = math.log(2.0 * math.pi)
+#: A Newton step under this (logit units) ends an area's search: its term is then within
+#: about H step^2 of the converged value, and the implicit gradient exact to about H step.
+TOLERANCE = 1e-9
+#: Steps of at most 1 from within 4 of the prior's mean reach any mode long before this.
+MAX_STEPS = 50
 
 
 @numba.njit(cache=False)
@@ -94,39 +101,43 @@ def _marginal(value, u, mean, precision, curvature):
 
 
 @numba.njit(cache=False)
-def _modes(w, g, mean, sigma, u0, k, n, log_choose, order, offsets, steps):
-    """Each area's mode after `steps` Newton steps (each at most 1) from u0 clipped to within
-    4 of the prior mean, its Laplace term there, and the clamped curvature."""
+def _modes(w, g, mean, sigma, u0, k, n, log_choose, order, offsets):
+    """Each area's mode, by Newton steps (each at most 1) from u0 clipped to within 4 of the
+    prior mean until a step is under `TOLERANCE` (at most `MAX_STEPS`), its Laplace term
+    there, and the clamped curvature."""
     areas = len(mean)
     terms, modes, curvatures = np.empty(areas), np.empty(areas), np.empty(areas)
     odds = np.exp(-g)
     for a in range(areas):
         start, stop, precision = offsets[a], offsets[a + 1], 1.0 / sigma[a] ** 2
         u = min(max(u0[a], mean[a] - 4.0), mean[a] + 4.0)
-        for _ in range(steps):
-            state = _area_state(w, odds, order, start, stop, k[a], n[a], log_choose[a],
-                                mean[a], precision, u, False)
-            u += min(max(state[1] / state[2], -1.0), 1.0)
         state = _area_state(w, odds, order, start, stop, k[a], n[a], log_choose[a], mean[a],
                             precision, u, False)
+        for _ in range(MAX_STEPS):
+            step = min(max(state[1] / state[2], -1.0), 1.0)
+            if abs(step) < TOLERANCE:
+                break
+            u += step
+            state = _area_state(w, odds, order, start, stop, k[a], n[a], log_choose[a],
+                                mean[a], precision, u, False)
         terms[a] = _marginal(state[0], u, mean[a], precision, state[2])
         modes[a], curvatures[a] = u, state[2]
     return terms, modes, curvatures
 
 
 @numba.njit(cache=False)
-def collapse(w, g, mean, sigma, u0, k, n, log_choose, order, offsets, steps):
+def collapse(w, g, mean, sigma, u0, k, n, log_choose, order, offsets):
     """Per area, the Laplace term of the marginal and the mode."""
-    terms, modes, _ = _modes(w, g, mean, sigma, u0, k, n, log_choose, order, offsets, steps)
+    terms, modes, _ = _modes(w, g, mean, sigma, u0, k, n, log_choose, order, offsets)
     return terms, modes
 
 
 @numba.njit(cache=False)
-def diagnostics(w, g, mean, sigma, u0, k, n, log_choose, order, offsets, steps):
+def diagnostics(w, g, mean, sigma, u0, k, n, log_choose, order, offsets):
     """Per area the clamped curvature at the mode, and how much one Newton step more moves the
     summed terms (the gate's `laplace_error`)."""
     terms, modes, curvatures = _modes(w, g, mean, sigma, u0, k, n, log_choose, order,
-                                      offsets, steps)
+                                      offsets)
     moved, odds = 0.0, np.exp(-g)
     for a in range(len(mean)):
         start, stop, precision = offsets[a], offsets[a + 1], 1.0 / sigma[a] ** 2
@@ -192,10 +203,9 @@ class AreaLaplace(Op):
     then the data: counts, populations, log binomial coefficients (per area), the cells in
     area order and each area's offset into it."""
 
-    __props__ = ("steps", "diagnostics")
+    __props__ = ("diagnostics",)
 
-    def __init__(self, steps: int, diagnostics: bool = False):
-        self.steps = int(steps)
+    def __init__(self, diagnostics: bool = False):
         self.diagnostics = bool(diagnostics)
 
     def make_node(self, *inputs):
@@ -208,7 +218,7 @@ class AreaLaplace(Op):
 
     def perform(self, node, inputs, output_storage):
         kernel = diagnostics if self.diagnostics else collapse
-        for storage, value in zip(output_storage, kernel(*inputs, self.steps), strict=True):
+        for storage, value in zip(output_storage, kernel(*inputs), strict=True):
             storage[0] = value
 
     def infer_shape(self, node, shapes):
@@ -247,12 +257,11 @@ class AreaLaplaceGradient(Op):
 
 @register_funcify_default_op_cache_key(AreaLaplace)
 def _numba_area_laplace(op, node, **kwargs):
-    steps = op.steps
     kernel = diagnostics if op.diagnostics else collapse
 
     @numba_njit
     def area_laplace(w, g, mean, sigma, u0, k, n, log_choose, order, offsets):
-        return kernel(w, g, mean, sigma, u0, k, n, log_choose, order, offsets, steps)
+        return kernel(w, g, mean, sigma, u0, k, n, log_choose, order, offsets)
 
     return area_laplace, _VERSION
 
@@ -288,12 +297,12 @@ class BinomialAreas:
     def _data(self) -> list[np.ndarray]:
         return [self.counts, self.populations, self.log_choose, self.order, self.offsets]
 
-    def collapse(self, w, g, mean, sigma, u0, steps: int):
+    def collapse(self, w, g, mean, sigma, u0):
         """(terms, modes): per area, its Laplace term and the mode."""
         sigma = pt.broadcast_to(sigma, (self.n_areas,))
-        return AreaLaplace(steps)(w, g, mean, sigma, u0, *self._data())
+        return AreaLaplace()(w, g, mean, sigma, u0, *self._data())
 
-    def diagnostics(self, w, g, mean, sigma, u0, steps: int):
-        """(curvatures, laplace_error), the same steps taken again (never in the density)."""
+    def diagnostics(self, w, g, mean, sigma, u0):
+        """(curvatures, laplace_error), the same search again (never in the density)."""
         sigma = pt.broadcast_to(sigma, (self.n_areas,))
-        return AreaLaplace(steps, diagnostics=True)(w, g, mean, sigma, u0, *self._data())
+        return AreaLaplace(diagnostics=True)(w, g, mean, sigma, u0, *self._data())

@@ -1022,17 +1022,18 @@ def laplace_collapse(loglik, mean, sigma, start, steps: int = 6,
     a deterministic, for the gate's check that the steps converged.
 
     `cells`, (BinomialAreas, w, g) where each area's registers are one exact binomial total
-    of its cells' w expit(g + u): the same steps and formula as compiled loops, differentiated
-    implicitly at the modes (`gapmodel.area_laplace`); `loglik` and `search` then go unused."""
+    of its cells' w expit(g + u): the same steps and formula as compiled loops, each area's
+    steps taken until they converge rather than `steps` of them, differentiated implicitly
+    at the modes (`gapmodel.area_laplace`); `loglik` and `search` then go unused."""
     precision = 1.0 / sigma**2
     if information is not None:
         start = (information * start + precision * mean) / (information + precision)
     if cells is not None:
         areas, weights, logits = cells
         mean = pt.broadcast_to(mean, (areas.n_areas,))
-        terms, u = areas.collapse(weights, logits, mean, sigma, start, steps)
+        terms, u = areas.collapse(weights, logits, mean, sigma, start)
         pm.Potential("register", pt.sum(terms))
-        curvature, error = areas.diagnostics(weights, logits, mean, sigma, start, steps)
+        curvature, error = areas.diagnostics(weights, logits, mean, sigma, start)
         pm.Deterministic("u_sd", 1.0 / pt.sqrt(curvature), dims="area")
         pm.Deterministic("laplace_error", error)
         return pm.Deterministic("u", u, dims="area")

@@ -49,11 +49,15 @@ class AreaEffect(_Spec):
     anchor: bool = Field(False, description="with collapse: sample the level effects, "
                          "detection covariates and scales relative to what the registers "
                          "alone say of them (an exact reparametrisation)")
-    newton_steps: int = Field(6, ge=1, le=20, description="with collapse: Newton steps to "
-                              "each area's mode, from the registers' root weighed against "
-                              "the prior; each costs a second derivative of the likelihood "
-                              "in every gradient, and too few leave modes short where some "
-                              "area's root lies far from its mode (bench/laplace.py)")
+    newton_steps: int = Field(6, ge=1, le=20, description="with collapse, where it stays a "
+                              "graph (censored counts, completeness weights or the "
+                              "beta-binomial): Newton steps to each area's mode, from the "
+                              "registers' root weighed against the prior; each costs a "
+                              "second derivative of the likelihood in every gradient, and "
+                              "too few leave modes short where some area's root lies far "
+                              "from its mode (bench/laplace.py). Exact binomial area totals "
+                              "take the compiled collapse, which steps each area until it "
+                              "converges")
 
 
 class Prevalence(_Spec):
