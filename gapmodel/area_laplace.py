@@ -187,12 +187,12 @@ def gradient(w, g, mean, sigma, modes, k, n, log_choose, order, offsets, d_terms
     return d_w, d_g, d_mean, d_sigma
 
 
-#: changes with the kernels' source, so that compiled functions cached on disk from an
-#: earlier version of them are never loaded
-_VERSION = int(hashlib.sha256("".join(
+#: changes with the kernels' source and constants (numba compiles globals in as constants),
+#: so that compiled functions cached on disk from an earlier version are never loaded
+_VERSION = int(hashlib.sha256(("".join(
     inspect.getsource(f.py_func) for f in
     (_moments, _binomial, _area_state, _marginal, _modes, collapse, diagnostics, gradient)
-).encode()).hexdigest()[:12], 16)
+) + repr((LOG_2PI, TOLERANCE, MAX_STEPS))).encode()).hexdigest()[:12], 16)
 
 _FLOATS = 5  # w, g, mean, sigma, u0: the differentiable inputs (u0 only in value)
 
