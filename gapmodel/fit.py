@@ -15,6 +15,7 @@ import pymc as pm
 import xarray as xr
 from threadpoolctl import threadpool_limits
 
+from gapmodel.area_laplace import MAX_STEPS
 from gapmodel.data import Dataset
 from gapmodel.model import HYPERPARAMETERS, ModelData, build_model
 from gapmodel.spec import ModelSpec, WarmStartSettings
@@ -161,7 +162,9 @@ def diagnose(idata: xr.DataTree, total_gap: np.ndarray, spec: ModelSpec
             failures.append(
                 f"Laplace modes not converged: one Newton step more moves the log density "
                 f"by up to {checks['laplace_error']:.1e} (more than "
-                f"{LAPLACE_ERROR_TOLERANCE:.0e}): raise detection.area.newton_steps")
+                f"{LAPLACE_ERROR_TOLERANCE:.0e}): where the collapse is a graph, raise "
+                f"detection.area.newton_steps; where it is compiled (exact area totals), "
+                f"some area did not converge in {MAX_STEPS} steps")
     if not checks["rhat"] <= gate.rhat:
         failures.append(f"R-hat {checks['rhat']:.3f} > {gate.rhat}")
     for key in ("ess_bulk", "ess_tail"):

@@ -139,7 +139,7 @@ def test_collapsed_model_samples_under_nutpie_with_the_kernel():
     detection = spec.detection.model_copy(update={
         "area": spec.detection.area.model_validate(
             {"type": "nested", "levels": ["pcn"], "sigma": 0.5, "collapse": True,
-             "anchor": True, "newton_steps": 4}),
+             "anchor": True}),
         "groups": {k: v for k, v in spec.detection.groups.items()
                    if k in ("age_band", "sex")}})
     spec = spec.model_copy(update={"detection": detection, "missing": None})
