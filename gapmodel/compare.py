@@ -36,7 +36,7 @@ import xarray as xr
 
 from gapmodel import model as model_module
 from gapmodel.data import Dataset
-from gapmodel.fit import CellProbabilities
+from gapmodel.fit import CellProbabilities, summed_by
 from gapmodel.likelihood import binomial_logpmf, interval_logp
 from gapmodel.model import ModelData, build_model
 from gapmodel.spec import ModelSpec
@@ -277,6 +277,4 @@ def _expected_numpy(data: ModelData, pi: np.ndarray, theta: np.ndarray,
         r = rho[:, data.cell_area[data.pair_cell]]
         contribution = contribution * np.where(data.pair_kind == 1, r,
                                                np.where(data.pair_kind == 2, 1 - r, 1.0))
-    mu = np.zeros((pi.shape[0], len(data.obs_lo)))
-    np.add.at(mu.T, data.pair_obs, contribution.T)
-    return mu
+    return summed_by(contribution, data.pair_obs, len(data.obs_lo))

@@ -13,6 +13,7 @@ import numpy as np
 import pandas as pd
 import pymc as pm
 import xarray as xr
+from scipy import sparse
 from threadpoolctl import threadpool_limits
 
 from gapmodel.area_laplace import MAX_STEPS
@@ -221,11 +222,19 @@ class CellProbabilities:
         """pi, theta and rho from `evaluate`'s values."""
         theta = flat["theta"]
         if self.collapsed:
-            shift = (rng.standard_normal(flat["u_sd"].shape)
-                     * flat["u_sd"])[:, self.data.cell_area]
-            logit_theta = np.log(theta) - np.log1p(-theta) + shift
-            theta = 1.0 / (1.0 + np.exp(-logit_theta))
+            # expit(logit(theta) + shift) with the exponential taken per area, not per cell
+            odds = np.exp(-rng.standard_normal(flat["u_sd"].shape) * flat["u_sd"])
+            theta = theta / (theta + (1.0 - theta) * odds[:, self.data.cell_area])
         return flat["pi"], theta, flat.get("rho")
+
+
+def summed_by(values: np.ndarray, index: np.ndarray, size: int) -> np.ndarray:
+    """Per row of `values` (a draw), its columns summed by `index` into `size` levels, as one
+    sparse product (`np.add.at` on England's 200-draw chunks: 0.6 s a chunk)."""
+    columns = len(index)
+    matrix = sparse.csr_matrix((np.ones(columns), (index, np.arange(columns))),
+                               shape=(size, columns))
+    return np.ascontiguousarray((matrix @ values.T).T)
 
 
 def derive(data: ModelData, pi: np.ndarray, theta: np.ndarray, rho: np.ndarray | None,
@@ -243,17 +252,15 @@ def derive(data: ModelData, pi: np.ndarray, theta: np.ndarray, rho: np.ndarray |
     """
     n = data.population[None, :]
     found = n * pi * theta
-    weight = np.ones((pi.shape[0], len(data.pair_obs)))
+    contribution = found[:, data.pair_cell]
     if rho is not None:
         r = rho[:, data.cell_area[data.pair_cell]]
-        weight = np.where(data.pair_kind == 1, r, np.where(data.pair_kind == 2, 1 - r, 1.0))
-    contribution = found[:, data.pair_cell] * weight
-    mu = np.zeros((pi.shape[0], len(data.obs_lo)))
-    np.add.at(mu.T, data.pair_obs, contribution.T)
+        contribution = contribution * np.where(data.pair_kind == 1, r,
+                                               np.where(data.pair_kind == 2, 1 - r, 1.0))
+    mu = summed_by(contribution, data.pair_obs, len(data.obs_lo))
     count = (data.obs_lo + data.obs_hi) / 2.0
     share = contribution / np.maximum(mu[:, data.pair_obs], 1e-300)
-    recorded = np.zeros_like(found)
-    np.add.at(recorded.T, data.pair_cell, (share * count[data.pair_obs]).T)
+    recorded = summed_by(share * count[data.pair_obs], data.pair_cell, data.n_cells)
     unobserved = np.ones(data.n_cells, dtype=bool)
     unobserved[data.pair_cell] = False
     if unobserved.any():
