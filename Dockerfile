@@ -21,16 +21,18 @@ COPY api ./api
 RUN pip install ".[cluster]"
 
 # Model specs (models/*.yaml) are the service's named specs; fitted versions, the SQLite
-# database (when DATABASE_URL is not set) and uploaded datasets live under /data.
+# database (when DATABASE_URL is not set), uploaded datasets and the compiled model
+# functions (kept across restarts, in a folder per compiler version:
+# gapmodel/compile_cache.py) live under /data.
 COPY models/*.yaml ./models/
 RUN groupadd --gid 10001 gapmodel \
     && useradd --create-home --uid 10001 --gid 10001 gapmodel \
-    && mkdir -p /data/registry /data/datasets \
+    && mkdir -p /data/registry /data/datasets /data/compiled \
     && chown -R gapmodel:gapmodel /data
 ENV GAPMODEL_REGISTRY=/data/registry \
     GAPMODEL_DATASETS_DIR=/data/datasets \
     DATABASE_URL=sqlite:////data/gapmodel.db \
-    PYTENSOR_FLAGS=base_compiledir=/tmp/pytensor
+    GAPMODEL_COMPILE_CACHE=/data/compiled
 USER 10001:10001
 VOLUME ["/data"]
 EXPOSE 8000
