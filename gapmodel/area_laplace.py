@@ -139,28 +139,27 @@ def _modes(w, g, mean, sigma, u0, k, n, log_choose, order, offsets):
 
 @numba.njit(cache=False)
 def collapse(w, g, mean, sigma, u0, k, n, log_choose, order, offsets):
-    """Per area, the Laplace term of the marginal and the mode."""
-    terms, modes, _ = _modes(w, g, mean, sigma, u0, k, n, log_choose, order, offsets)
-    return terms, modes
+    """Per area, the Laplace term of the marginal, the mode and the clamped curvature there."""
+    return _modes(w, g, mean, sigma, u0, k, n, log_choose, order, offsets)
 
 
 @numba.njit(cache=False)
-def diagnostics(w, g, mean, sigma, u0, k, n, log_choose, order, offsets):
-    """Per area the clamped curvature at the mode, and how much one Newton step more moves the
-    summed terms (the gate's `laplace_error`)."""
-    terms, modes, curvatures = _modes(w, g, mean, sigma, u0, k, n, log_choose, order,
-                                      offsets)
+def diagnostics(w, g, mean, sigma, modes, k, n, log_choose, order, offsets):
+    """How much one Newton step more, from `collapse`'s modes, moves the summed terms (the
+    gate's `laplace_error`)."""
     moved, odds = 0.0, np.exp(-g)
     for a in range(len(mean)):
         start, stop, precision = offsets[a], offsets[a + 1], 1.0 / sigma[a] ** 2
-        state = _area_state(w, odds, order, start, stop, k[a], n[a], mean[a], precision,
-                            modes[a], False)
-        u = modes[a] + min(max(state[0] / state[1], -1.0), 1.0)
-        state = _area_state(w, odds, order, start, stop, k[a], n[a], mean[a], precision, u,
-                            False)
-        value = _log_binomial(k[a], n[a], log_choose[a], state[3])
-        moved += _marginal(value, u, mean[a], precision, state[1]) - terms[a]
-    return curvatures, np.array(abs(moved))
+        mode = _area_state(w, odds, order, start, stop, k[a], n[a], mean[a], precision,
+                           modes[a], False)
+        u = modes[a] + min(max(mode[0] / mode[1], -1.0), 1.0)
+        on = _area_state(w, odds, order, start, stop, k[a], n[a], mean[a], precision, u,
+                         False)
+        moved += (_marginal(_log_binomial(k[a], n[a], log_choose[a], on[3]), u, mean[a],
+                            precision, on[1])
+                  - _marginal(_log_binomial(k[a], n[a], log_choose[a], mode[3]), modes[a],
+                              mean[a], precision, mode[1]))
+    return np.array(abs(moved))
 
 
 @numba.njit(cache=False)
@@ -208,14 +207,16 @@ _VERSION = int(hashlib.sha256(("".join(
      diagnostics, gradient)
 ) + repr((LOG_2PI, TOLERANCE, MAX_STEPS))).encode()).hexdigest()[:12], 16)
 
-_FLOATS = 5  # w, g, mean, sigma, u0: the differentiable inputs (u0 only in value)
+_FLOATS = 5  # w, g, mean, sigma, u0 (or the modes): the differentiable inputs, u0 in value
 
 
 class AreaLaplace(Op):
-    """(terms, modes) per area, or with `diagnostics` (curvatures, laplace_error): the
-    kernels above as a PyTensor Op. Inputs: w, g (per cell), mean, sigma, u0 (per area),
-    then the data: counts, populations, log binomial coefficients (per area), the cells in
-    area order and each area's offset into it."""
+    """(terms, modes, curvatures) per area, or with `diagnostics` the laplace_error: the
+    kernels above as a PyTensor Op. Inputs: w, g (per cell), mean, sigma and u0 (per area;
+    with `diagnostics` the modes), then the data: counts, populations, log binomial
+    coefficients (per area), the cells in area order and each area's offset into it. The
+    curvatures (for u_sd) and the diagnostics are never part of a log density: they have
+    no gradient."""
 
     __props__ = ("diagnostics",)
 
@@ -226,17 +227,17 @@ class AreaLaplace(Op):
         floats = [pt.as_tensor(x).astype("float64") for x in inputs[:_FLOATS + 3]]
         ints = [pt.as_tensor(x).astype("int64") for x in inputs[_FLOATS + 3:]]
         per_area = pt.tensor(dtype="float64", shape=(floats[2].type.shape[0],))
-        outputs = [per_area, per_area.type() if not self.diagnostics
-                   else pt.tensor(dtype="float64", shape=())]
+        outputs = [pt.tensor(dtype="float64", shape=())] if self.diagnostics else \
+            [per_area, per_area.type(), per_area.type()]
         return Apply(self, floats + ints, outputs)
 
     def perform(self, node, inputs, output_storage):
-        kernel = diagnostics if self.diagnostics else collapse
-        for storage, value in zip(output_storage, kernel(*inputs), strict=True):
+        values = (diagnostics(*inputs),) if self.diagnostics else collapse(*inputs)
+        for storage, value in zip(output_storage, values, strict=True):
             storage[0] = value
 
     def infer_shape(self, node, shapes):
-        return [shapes[2], ()] if self.diagnostics else [shapes[2], shapes[2]]
+        return [()] if self.diagnostics else [shapes[2]] * 3
 
     def connection_pattern(self, node):
         differentiable = not self.diagnostics
@@ -245,8 +246,11 @@ class AreaLaplace(Op):
     def pullback(self, inputs, outputs, cotangents):
         if self.diagnostics:
             raise NotImplementedError("the Laplace collapse's diagnostics have no gradient")
+        if not isinstance(cotangents[2].type, DisconnectedType):
+            raise NotImplementedError("the curvatures at the modes have no gradient")
         d_terms, d_modes = (pt.zeros_like(out) if isinstance(grad.type, DisconnectedType)
-                            else grad for out, grad in zip(outputs, cotangents, strict=True))
+                            else grad for out, grad in zip(outputs[:2], cotangents[:2],
+                                                           strict=True))
         grads = AreaLaplaceGradient()(*inputs[:4], outputs[1], *inputs[_FLOATS:],
                                       d_terms, d_modes)
         return list(grads) + [disconnected_type() for _ in inputs[4:]]
@@ -312,11 +316,13 @@ class BinomialAreas:
         return [self.counts, self.populations, self.log_choose, self.order, self.offsets]
 
     def collapse(self, w, g, mean, sigma, u0):
-        """(terms, modes): per area, its Laplace term and the mode."""
+        """(terms, modes, curvatures): per area, its Laplace term, the mode and the clamped
+        curvature there."""
         sigma = pt.broadcast_to(sigma, (self.n_areas,))
         return AreaLaplace()(w, g, mean, sigma, u0, *self._data())
 
-    def diagnostics(self, w, g, mean, sigma, u0):
-        """(curvatures, laplace_error), the same search again (never in the density)."""
+    def diagnostics(self, w, g, mean, sigma, modes):
+        """laplace_error: how much one Newton step on from `modes` moves the summed terms
+        (never in the density)."""
         sigma = pt.broadcast_to(sigma, (self.n_areas,))
-        return AreaLaplace(diagnostics=True)(w, g, mean, sigma, u0, *self._data())
+        return AreaLaplace(diagnostics=True)(w, g, mean, sigma, modes, *self._data())

@@ -1031,11 +1031,10 @@ def laplace_collapse(loglik, mean, sigma, start, steps: int = 6,
     if cells is not None:
         areas, weights, logits = cells
         mean = pt.broadcast_to(mean, (areas.n_areas,))
-        terms, u = areas.collapse(weights, logits, mean, sigma, start)
+        terms, u, curvature = areas.collapse(weights, logits, mean, sigma, start)
         pm.Potential("register", pt.sum(terms))
-        curvature, error = areas.diagnostics(weights, logits, mean, sigma, start)
         pm.Deterministic("u_sd", 1.0 / pt.sqrt(curvature), dims="area")
-        pm.Deterministic("laplace_error", error)
+        pm.Deterministic("laplace_error", areas.diagnostics(weights, logits, mean, sigma, u))
         return pm.Deterministic("u", u, dims="area")
 
     def newton_step(value, u):
