@@ -181,3 +181,18 @@ class PeakMemory:
         single = max(resource.getrusage(who).ru_maxrss
                      for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)) / 1024
         return max(self.peak, single)
+
+
+def scaled_populations(dataset, factor: float):
+    """`dataset` with every cell's and register's population times `factor` (rounded): new
+    data for the same areas, strata and registers, as a recalibration brings."""
+    import dataclasses
+
+    import numpy as np
+
+    if factor == 1.0:
+        return dataset
+    cells, obs = dataset.cells.copy(), dataset.observations.copy()
+    cells["population"] = np.round(cells["population"] * factor)
+    obs["population"] = np.round(obs["population"] * factor)
+    return dataclasses.replace(dataset, cells=cells, observations=obs)

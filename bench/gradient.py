@@ -41,6 +41,7 @@ from common import (
     limit_blas,
     machine_line,
     run_at,
+    scaled_populations,
     spec_file,
 )
 
@@ -51,8 +52,6 @@ def run_one(spec_path: str, areas: int | None, data_dir: str, points: int,
             scale: float = 1.0) -> dict:
     """Build, compile and time the spec's log density and gradient in this process, with
     every population multiplied by `scale`."""
-    import dataclasses
-
     import numpy as np
 
     from gapmodel.model import build_model
@@ -63,12 +62,7 @@ def run_one(spec_path: str, areas: int | None, data_dir: str, points: int,
     spec = ModelSpec.from_yaml(spec_file(spec_path))
     if areas is not None and spec.data.kind == "simulate":
         spec = spec.model_copy(update={"data": spec.data.model_copy(update={"areas": areas})})
-    dataset, _ = load_spec_data(spec, data_dir)
-    if scale != 1.0:
-        cells, obs = dataset.cells.copy(), dataset.observations.copy()
-        cells["population"] = np.round(cells["population"] * scale)
-        obs["population"] = np.round(obs["population"] * scale)
-        dataset = dataclasses.replace(dataset, cells=cells, observations=obs)
+    dataset = scaled_populations(load_spec_data(spec, data_dir)[0], scale)
     start = time.perf_counter()
     model, data = build_model(dataset, spec)
     build_s = time.perf_counter() - start

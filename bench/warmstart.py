@@ -12,6 +12,8 @@
         --fresh-cache --seeds 1 2 3                    # a short run against Pathfinder
     .venv/bin/python bench/warmstart.py --specs models/synthetic_icb.yaml --areas 1000 \
         --no-cold --pilot --pilot-method pathfinder    # the synthetic scenario, 1,000 areas
+    .venv/bin/python bench/warmstart.py --no-cold --pilot --new-cache \
+        --scales 1 1.05                                # new data, its graph's ops compiled
 
 Samples each spec twice or more, each in a fresh process, one after the other, on the same
 data as its active version in the registry: cold (the spec's sampler and lengths: nutpie,
@@ -33,8 +35,12 @@ value), `--pilot-method` their method (a row per value: `nuts`, a short run, 300
 unless the spec's pilot is one, or `pathfinder`, whose warm run tunes 400 steps unless the
 spec's pilot is one), `--seeds` repeats every row with each seed in place of the spec's,
 `--areas` every row at each size of a simulated spec's scenario, `--warm-maxdepth` the
-warm rows PyMC NUTS's maximum tree depth (a row per value), and `--fresh-cache` gives each
-row empty PyTensor and numba caches, as on a fresh install.
+warm rows PyMC NUTS's maximum tree depth (a row per value), `--scales` every row with each
+population multiplied by each factor (new data for the same layout; the `data` column),
+`--fresh-cache` gives each row empty PyTensor and numba caches, as on a fresh install, and
+`--new-cache` one pair of caches for all rows, empty when the first starts: with
+`--scales 1 1.05` the second row is new data on a machine that has compiled the spec
+before.
 """
 
 from __future__ import annotations
@@ -56,6 +62,7 @@ from common import (
     machine_line,
     min_ess,
     run_at,
+    scaled_populations,
     spec_file,
 )
 
@@ -68,7 +75,7 @@ def run_one(spec_path: str, data_dir: str, registry: str, warm: tuple[int, int] 
             target_accept: float | None = None, pilot: tuple[int, ...] | None = None,
             maxdepth: int | None = None, seed: int | None = None,
             method: str | None = None, areas: int | None = None,
-            warm_depth: int | None = None) -> dict:
+            warm_depth: int | None = None, scale: float = 1.0) -> dict:
     """One row: cold (`warm` None), warm from the active version (`warm` its lengths), or
     a first fit through a pilot (`pilot`: () for the spec's, or its (tune, draws); `warm`
     the warm lengths)."""
@@ -109,7 +116,7 @@ def run_one(spec_path: str, data_dir: str, registry: str, warm: tuple[int, int] 
         s = s.model_copy(update={"target_accept": target_accept or s.target_accept})
         accept = s.target_accept
     spec = spec.model_copy(update={"sampler": s})
-    dataset, _ = load_spec_data(spec, data_dir)
+    dataset = scaled_populations(load_spec_data(spec, data_dir)[0], scale)
     start = time.perf_counter()
     model, data = build_model(dataset, spec)
     state = None
@@ -123,7 +130,8 @@ def run_one(spec_path: str, data_dir: str, registry: str, warm: tuple[int, int] 
     wall = time.perf_counter() - start
     # the gate's ESS check covers the national gap too, and the deterministics among its
     # hyperparameters: both come from the derive step
-    derived = _derive_all(model, data, idata.posterior.to_dataset(), 1, s.seed)
+    derived = _derive_all(model, data, idata.posterior.to_dataset(),
+                          spec.derived_draws, s.seed)
     derive_s = time.perf_counter() - start - wall
     total = derived[0]
     if len(derived) > 2:  # since 1519633 (a `--revisions` row may be older)
@@ -147,7 +155,8 @@ def run_one(spec_path: str, data_dir: str, registry: str, warm: tuple[int, int] 
         start_label += f" d{p.maxdepth}"
     if warm and settings.maxdepth:
         start_label += f" max {settings.maxdepth}"
-    return {"spec": spec.name, "areas": areas, "start": start_label, "seed": s.seed,
+    return {"spec": spec.name, "areas": areas, "scale": scale, "start": start_label,
+            "seed": s.seed,
             "sampler": "pymc" if warm else s.name, "tune": tune, "draws": draws,
             "accept": accept,
             "wall_s": wall, "start_s": start_s, "derive_s": derive_s, "min_ess": least,
@@ -190,8 +199,15 @@ def main() -> None:
                         help="the pilot rows' method, a row per value (default: the spec's)")
     parser.add_argument("--areas", nargs="+", type=int, default=[0],
                         help="a simulated spec's areas, a row per value (0: the spec's)")
-    parser.add_argument("--fresh-cache", action="store_true",
-                        help="each row compiles into empty PyTensor and numba caches")
+    parser.add_argument("--scales", nargs="+", type=float, default=[1.0],
+                        help="every population times each factor, a row per value: new "
+                             "data for the same layout")
+    cache = parser.add_mutually_exclusive_group()
+    cache.add_argument("--fresh-cache", action="store_true",
+                       help="each row compiles into empty PyTensor and numba caches")
+    cache.add_argument("--new-cache", action="store_true",
+                       help="the rows share PyTensor and numba caches, empty when the first "
+                            "row starts")
     add_revisions_option(parser)
     parser.add_argument("--one", nargs="*", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -205,7 +221,7 @@ def main() -> None:
             row = run_one(args.specs[0], args.data, args.registry, warm, args.target_accept,
                           pilot, args.pilot_maxdepth[0] or None, args.seeds[0] or None,
                           args.pilot_method[0] or None, args.areas[0] or None,
-                          args.warm_maxdepth[0] or None)
+                          args.warm_maxdepth[0] or None, args.scales[0])
         print(json.dumps(row))
         return
     if args.warm and len(args.warm) % 2:
@@ -216,7 +232,11 @@ def main() -> None:
         [tuple(args.pilot[i:i + 2]) for i in range(0, len(args.pilot), 2)] or [()]
     print(machine_line(1, None), flush=True)
     rows = []
-    with checkouts(args.revisions) as trees:
+    with checkouts(args.revisions) as trees, tempfile.TemporaryDirectory(
+            prefix="pytensor-") as shared:
+        if args.new_cache:  # the children inherit it
+            os.environ["PYTENSOR_FLAGS"] = f"base_compiledir={shared}"
+            os.environ["NUMBA_CACHE_DIR"] = shared
         for spec in args.specs:
             warm_rows = _warm_rows(spec, args.warm, args.no_cold)
             runs = [(w, None, 0, "", wd) for w in warm_rows
@@ -225,12 +245,12 @@ def main() -> None:
                 for d in args.pilot_maxdepth for w in warm_rows if w
                 for wd in args.warm_maxdepth]
             # seeds outermost: each seed's rows run next to each other on the machine
-            for areas, seed, (warm, pilot, depth, method, warm_depth), rev in product(
-                    args.areas, args.seeds, runs, args.revisions):
+            for areas, seed, (warm, pilot, depth, method, warm_depth), scale, rev in product(
+                    args.areas, args.seeds, runs, args.scales, args.revisions):
                 cmd = [sys.executable, __file__, "--specs", spec, "--data", args.data,
                        "--registry", args.registry, "--pilot-maxdepth", str(depth),
                        "--seeds", str(seed), "--areas", str(areas),
-                       "--warm-maxdepth", str(warm_depth),
+                       "--warm-maxdepth", str(warm_depth), "--scales", str(scale),
                        "--one", *map(str, warm or ())]
                 if method:
                     cmd += ["--pilot-method", method]
@@ -263,7 +283,8 @@ def _warm_rows(spec_path: str, pairs: list[int] | None, no_cold: bool
 
 
 def report(rows: list[dict]) -> str:
-    lines = [f"{'spec':26} {'areas':>5} {'rev':>8} {'start':18} {'seed':>4} {'sampler':7} "
+    lines = [f"{'spec':26} {'areas':>5} {'data':>5} {'rev':>8} {'start':18} {'seed':>4} "
+             f"{'sampler':7} "
              f"{'tune':>5} {'draws':>5} "
              f"{'accept':>6} {'wall s':>7} {'start s':>7} {'derive s':>8} "
              f"{'min ESS':>7} {'ESS/s':>6} {'R-hat':>6} {'grads/draw':>10} {'step':>6} "
@@ -272,8 +293,9 @@ def report(rows: list[dict]) -> str:
 
 
 def _format(row: dict) -> str:
-    head = (f"{row['spec']:26} {row.get('areas') or '':>5} {row.get('rev', 'work'):>8} "
-            f"{row['start']:18}")
+    data = f"x{row.get('scale', 1.0):g}"
+    head = (f"{row['spec']:26} {row.get('areas') or '':>5} {data:>5} "
+            f"{row.get('rev', 'work'):>8} {row['start']:18}")
     if "note" in row:
         return f"{head} {row['note']}"
     return (f"{head} {row.get('seed', ''):>4} {row['sampler']:7} {row['tune']:5d} "

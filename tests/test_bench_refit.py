@@ -33,7 +33,8 @@ def test_warm_rows_follow_the_spec_or_the_pairs_given(warmstart):
 
 
 def test_warmstart_table(warmstart):
-    row = {"spec": "synthetic_icb", "areas": 1000, "rev": "HEAD", "start": "warm", "seed": 1,
+    row = {"spec": "synthetic_icb", "areas": 1000, "scale": 1.05, "rev": "HEAD", "start": "warm",
+           "seed": 1,
            "sampler": "pymc",
            "tune": 300, "draws": 800, "accept": 0.9, "wall_s": 258.0, "start_s": 12.5,
            "derive_s": 30.5, "min_ess": 489.0,
@@ -42,10 +43,11 @@ def test_warmstart_table(warmstart):
     text = warmstart.report([row, {"spec": "hypertension_england_pcn", "start": "cold",
                                    "note": "stopped: not finished in 900 s"}])
     lines = text.splitlines()
-    assert lines[0].split()[:14] == ["spec", "areas", "rev", "start", "seed", "sampler",
-                                     "tune", "draws", "accept", "wall", "s", "start", "s",
-                                     "derive"]
-    assert lines[1].split() == ["synthetic_icb", "1000", "HEAD", "warm", "1", "pymc", "300",
+    assert lines[0].split()[:15] == ["spec", "areas", "data", "rev", "start", "seed",
+                                     "sampler", "tune", "draws", "accept", "wall", "s",
+                                     "start", "s", "derive"]
+    assert lines[1].split() == ["synthetic_icb", "1000", "x1.05", "HEAD", "warm", "1", "pymc",
+                                "300",
                                 "800", "0.90", "258.0", "12.5", "30.5", "489", "1.89", "1.006",
                                 "31.0",
                                 "0.221", "0", "yes", "sigma_u"]
