@@ -230,7 +230,7 @@ class CellProbabilities:
 
 def summed_by(values: np.ndarray, index: np.ndarray, size: int) -> np.ndarray:
     """Per row of `values` (a draw), its columns summed by `index` into `size` levels, as one
-    sparse product (`np.add.at` on England's 200-draw chunks: 0.6 s a chunk)."""
+    sparse product (`np.add.at` does the same element by element)."""
     columns = len(index)
     matrix = sparse.csr_matrix((np.ones(columns), (index, np.arange(columns))),
                                shape=(size, columns))
