@@ -145,14 +145,11 @@ def build(
     typer.echo(f"Wrote {out}.")
 
 
-def _fit_and_register(spec_path: Path, data: Path | None, json_out: Path | None,
-                      approximate: bool, registry: Path | None, draws: int | None,
-                      promote: bool, cold_start: bool = False) -> None:
-    from gapmodel.fit import fit
-    from gapmodel.registry import Registry, RegistryError
+def _spec_and_data(spec_path: Path, data: Path | None, draws: int | None = None):
+    """The spec (tune and draws set to `draws` if given) and its data; exits 2 on a bad spec
+    or missing files, 1 on data that fail validation."""
     from gapmodel.sources import load_spec_data
     from gapmodel.spec import ModelSpec
-    from gapmodel.summary import fit_summary, format_summary
 
     try:
         spec = ModelSpec.from_yaml(spec_path)
@@ -169,6 +166,17 @@ def _fit_and_register(spec_path: Path, data: Path | None, json_out: Path | None,
     except (FileNotFoundError, ValueError) as exc:
         typer.echo(str(exc), err=True)
         raise typer.Exit(code=2) from None
+    return spec, dataset, scenario
+
+
+def _fit_and_register(spec_path: Path, data: Path | None, json_out: Path | None,
+                      approximate: bool, registry: Path | None, draws: int | None,
+                      promote: bool, cold_start: bool = False) -> None:
+    from gapmodel.fit import fit
+    from gapmodel.registry import Registry, RegistryError
+    from gapmodel.summary import fit_summary, format_summary
+
+    spec, dataset, scenario = _spec_and_data(spec_path, data, draws)
     store = Registry(registry)
     start_from = None if approximate or cold_start else store.start_from(spec)
     typer.echo(f"Fitting {spec.name} on dataset {dataset.name} ({len(dataset.cells):,} cells, "
@@ -238,6 +246,26 @@ def fit_command(
     (else from their pilot run, if they have one)."""
     _fit_and_register(spec, data, json_out, approximate, registry, draws, promote,
                       cold_start)
+
+
+@app.command("compile")
+def compile_command(
+    spec: Annotated[Path, typer.Argument(help="model spec (models/*.yaml)")],
+    data: Annotated[Path | None, typer.Option("--data", help="data directory (England files "
+                                              "or a dataset directory)")] = None,
+) -> None:
+    """Compile a spec's functions without fitting, into the compile cache
+    ($GAPMODEL_COMPILE_CACHE where set): the next fit of the same data finds them compiled,
+    and one of new data for the same layout most of them."""
+    import pytensor
+
+    from gapmodel.fit import precompile
+
+    spec_, dataset, _ = _spec_and_data(spec, data)
+    typer.echo(f"Compiling {spec_.name} on dataset {dataset.name} "
+               f"({len(dataset.cells):,} cells) into {pytensor.config.base_compiledir}")
+    for part, seconds in precompile(dataset, spec_).items():
+        typer.echo(f"  {part}: {seconds:.1f} s")
 
 
 @app.command()

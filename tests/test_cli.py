@@ -70,3 +70,20 @@ def test_fit_with_a_bad_spec_explains(tmp_path: Path):
     result = runner.invoke(app, ["fit", str(spec)])
     assert result.exit_code == 2
     assert "not a valid model spec" in result.output
+
+
+def test_compile_compiles_without_fitting(tmp_path: Path):
+    """`gapmodel compile` builds the spec's model and compiles the sampler's log density and
+    gradient and the derive step's function; a bad spec is refused."""
+    spec = tmp_path / "small.yaml"
+    text = (Path(__file__).parents[1] / "models" / "synthetic_icb.yaml").read_text()
+    spec.write_text(text.replace("areas: 300", "areas: 16"))
+    result = runner.invoke(app, ["compile", str(spec)])
+    assert result.exit_code == 0, result.output
+    assert "Compiling synthetic_icb" in result.output
+    for part in ("build", "log density and gradient", "derive step"):
+        assert f"  {part}: " in result.output
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("name: bad\nsampler: {chain: 4}\n")
+    refused = runner.invoke(app, ["compile", str(bad)])
+    assert refused.exit_code == 2 and "not a valid model spec" in refused.output
