@@ -6,11 +6,15 @@ import json
 import time
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from gapmodel.data import Dataset, DataValidationError, Problem, validate_directory
+
+if TYPE_CHECKING:
+    from gapmodel.simulate import Scenario
+    from gapmodel.spec import ModelSpec
 
 app = typer.Typer(
     help="gapmodel: Bayesian estimates of missing diagnoses with honest uncertainty.",
@@ -145,7 +149,8 @@ def build(
     typer.echo(f"Wrote {out}.")
 
 
-def _spec_and_data(spec_path: Path, data: Path | None, draws: int | None = None):
+def _spec_and_data(spec_path: Path, data: Path | None, draws: int | None = None
+                   ) -> tuple[ModelSpec, Dataset, Scenario | None]:
     """The spec (tune and draws set to `draws` if given) and its data; exits 2 on a bad spec
     or missing files, 1 on data that fail validation."""
     from gapmodel.sources import load_spec_data

@@ -86,6 +86,25 @@ def test_the_posterior_holds_every_deterministic_at_every_draw(tiny):
                                        rtol=1e-12, err_msg=name)
 
 
+
+def test_kept_cell_draws_are_the_thinned_draws_across_chunks(tiny):
+    """The derive step keeps evenly thinned draws, chunk by chunk: each kept row is its
+    posterior draw's (pi, and the undiagnosed summing to that draw's national total),
+    whatever the chunks' boundaries."""
+    from gapmodel.fit import CellProbabilities, _derive_all
+    from gapmodel.model import build_model
+
+    dataset, spec, result = tiny
+    model, data = build_model(dataset, spec)
+    posterior = result.idata.posterior.to_dataset()
+    total, draws, _ = _derive_all(model, data, posterior, keep=40, seed=5, chunk=7)
+    flat = np.unique(np.linspace(0, total.size - 1, 40).round().astype(int))
+    assert draws.pi.shape == (len(flat), data.n_cells)
+    pi = CellProbabilities(model, data).evaluate(posterior)["pi"]
+    np.testing.assert_allclose(draws.pi, pi[flat].astype(np.float32), rtol=1e-6)
+    np.testing.assert_allclose(draws.undiagnosed.sum(axis=1, dtype=np.float64),
+                               total.ravel()[flat], rtol=1e-6)
+
 def test_summary_has_totals_with_intervals(tiny):
     _, _, result = tiny
     summary = fit_summary(result)
