@@ -338,7 +338,7 @@ def precompile(dataset: Dataset, spec: ModelSpec) -> dict[str, float]:
         import nutpie
 
         begin = time.perf_counter()
-        nutpie.compile_pymc_model(model)
+        nutpie.compile_pymc_model(model, var_names=_stored_names(model), backend="numba")
         timings["nutpie's log density and gradient"] = time.perf_counter() - begin
     begin = time.perf_counter()
     probabilities = CellProbabilities(model, data, deterministics=True)
