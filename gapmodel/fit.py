@@ -317,8 +317,9 @@ def fit(dataset: Dataset, spec: ModelSpec, *, progress: bool = True,
 
 def precompile(dataset: Dataset, spec: ModelSpec) -> dict[str, float]:
     """Compile what a fit of `spec` on `dataset` compiles, without sampling: the log density
-    and gradient of the sampler that spec's fits use (PyMC's NUTS where it warm-starts,
-    nutpie's where its first fit is a cold nutpie run) and the derive step's function.
+    and gradient of the samplers that spec's fits use (PyMC's NUTS where it warm-starts,
+    nutpie's where a first fit or its pilot is a nutpie run) and the derive step's
+    function.
     Where the compile cache is kept (`gapmodel.compile_cache`), a later fit of the same data
     finds them compiled, and one of new data for the same layout finds their operations
     compiled (England by PCN: 50 s from empty caches, 13 s then). Seconds per part."""
@@ -334,7 +335,8 @@ def precompile(dataset: Dataset, spec: ModelSpec) -> dict[str, float]:
         function.set_extra_values({})
         function(np.concatenate([np.ravel(point[v.name]) for v in model.value_vars]))
         timings["log density and gradient"] = time.perf_counter() - begin
-    if s.name == "nutpie" and (s.warm_start is None or s.pilot is None):
+    if s.name == "nutpie" and (s.warm_start is None or s.pilot is None
+                               or s.pilot.method != "pathfinder"):
         import nutpie
 
         begin = time.perf_counter()
