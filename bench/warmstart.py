@@ -37,10 +37,12 @@ spec's pilot is one), `--seeds` repeats every row with each seed in place of the
 `--areas` every row at each size of a simulated spec's scenario, `--warm-maxdepth` the
 warm rows PyMC NUTS's maximum tree depth (a row per value), `--scales` every row with each
 population multiplied by each factor (new data for the same layout; the `data` column),
-`--fresh-cache` gives each row empty PyTensor and numba caches, as on a fresh install, and
-`--new-cache` one pair of caches for all rows, empty when the first starts: with
+`--fresh-cache` gives each row empty PyTensor and numba caches, as on a fresh install,
+`--new-cache` one pair of caches for all rows, empty when the first starts (with
 `--scales 1 1.05` the second row is new data on a machine that has compiled the spec
-before.
+before), and `--stand-in` each row caches that `gapmodel compile SPEC --stand-in` filled
+before it starts, as in a new image built with them (the compilation's seconds follow the
+row, outside its wall time).
 """
 
 from __future__ import annotations
@@ -48,6 +50,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import subprocess
 import sys
 import tempfile
 import time
@@ -208,6 +211,9 @@ def main() -> None:
     cache.add_argument("--new-cache", action="store_true",
                        help="the rows share PyTensor and numba caches, empty when the first "
                             "row starts")
+    cache.add_argument("--stand-in", action="store_true",
+                       help="each row's caches filled by `gapmodel compile SPEC --stand-in` "
+                            "before it starts, as in a new image")
     add_revisions_option(parser)
     parser.add_argument("--one", nargs="*", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -215,13 +221,22 @@ def main() -> None:
         warm = tuple(args.one) if args.one else None
         pilot = tuple(args.pilot) if args.pilot is not None else None
         with tempfile.TemporaryDirectory(prefix="pytensor-") as compiledir:
-            if args.fresh_cache:  # read when pytensor is first imported, inside run_one
+            if args.fresh_cache or args.stand_in:  # read when pytensor is first imported
                 os.environ["PYTENSOR_FLAGS"] = f"base_compiledir={compiledir}"
                 os.environ["NUMBA_CACHE_DIR"] = compiledir  # the library's own functions
+            seeded = None
+            if args.stand_in:  # a process of its own, as the image's build
+                begin = time.perf_counter()
+                subprocess.run([sys.executable, "-m", "gapmodel", "compile",
+                                str(spec_file(args.specs[0])), "--stand-in"],
+                               check=True, stdout=subprocess.DEVNULL)
+                seeded = time.perf_counter() - begin
             row = run_one(args.specs[0], args.data, args.registry, warm, args.target_accept,
                           pilot, args.pilot_maxdepth[0] or None, args.seeds[0] or None,
                           args.pilot_method[0] or None, args.areas[0] or None,
                           args.warm_maxdepth[0] or None, args.scales[0])
+        if seeded is not None:
+            row["stand_in_s"] = seeded
         print(json.dumps(row))
         return
     if args.warm and len(args.warm) % 2:
@@ -256,6 +271,8 @@ def main() -> None:
                     cmd += ["--pilot-method", method]
                 if args.fresh_cache:
                     cmd += ["--fresh-cache"]
+                if args.stand_in:
+                    cmd += ["--stand-in"]
                 if args.target_accept:
                     cmd += ["--target-accept", str(args.target_accept)]
                 if pilot is not None:
@@ -305,7 +322,9 @@ def _format(row: dict) -> str:
             f"{row['min_ess']:7.0f} "
             f"{row['ess_per_s']:6.2f} "
             f"{row['max_rhat']:6.3f} {row['grads_draw']:10.1f} {row['step']:6.3f} "
-            f"{row['divergences']:4d} {'yes' if row['gate'] else 'no':>4}  {row['worst']}")
+            f"{row['divergences']:4d} {'yes' if row['gate'] else 'no':>4}  {row['worst']}"
+            + (f" (stand-in compiled in {row['stand_in_s']:.1f} s)" if "stand_in_s" in row
+               else ""))
 
 
 if __name__ == "__main__":

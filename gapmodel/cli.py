@@ -174,6 +174,20 @@ def _spec_and_data(spec_path: Path, data: Path | None, draws: int | None = None
     return spec, dataset, scenario
 
 
+def _spec_stand_in(spec_path: Path) -> tuple[ModelSpec, Dataset]:
+    """The spec and a stand-in of its data (`gapmodel.sources.spec_stand_in`); exits 2 on a
+    bad spec or one whose data have no stand-in."""
+    from gapmodel.sources import spec_stand_in
+    from gapmodel.spec import ModelSpec
+
+    try:
+        spec = ModelSpec.from_yaml(spec_path)
+        return spec, spec_stand_in(spec)
+    except (OSError, ValueError) as exc:
+        typer.echo(f"{spec_path}: {exc}", err=True)
+        raise typer.Exit(code=2) from None
+
+
 def _fit_and_register(spec_path: Path, data: Path | None, json_out: Path | None,
                       approximate: bool, registry: Path | None, draws: int | None,
                       promote: bool, cold_start: bool = False) -> None:
@@ -258,15 +272,25 @@ def compile_command(
     spec: Annotated[Path, typer.Argument(help="model spec (models/*.yaml)")],
     data: Annotated[Path | None, typer.Option("--data", help="data directory (England files "
                                               "or a dataset directory)")] = None,
+    stand_in: Annotated[bool, typer.Option(
+        "--stand-in", help="compile on made-up data in the layout of the spec's (England "
+                           "builders and simulated specs), needing no files")] = False,
 ) -> None:
     """Compile a spec's functions without fitting, into the compile cache
     ($GAPMODEL_COMPILE_CACHE where set): the next fit of the same data finds them compiled,
-    and one of new data for the same layout most of them."""
+    and one of new data for the same layout most of them. With --stand-in, as an image
+    is built: a first fit of the real data then finds most of its operations compiled."""
     import pytensor
 
     from gapmodel.fit import precompile
 
-    spec_, dataset, _ = _spec_and_data(spec, data)
+    if stand_in:
+        if data is not None:
+            typer.echo("--stand-in and --data exclude each other", err=True)
+            raise typer.Exit(code=2)
+        spec_, dataset = _spec_stand_in(spec)
+    else:
+        spec_, dataset, _ = _spec_and_data(spec, data)
     typer.echo(f"Compiling {spec_.name} on dataset {dataset.name} "
                f"({len(dataset.cells):,} cells) into {pytensor.config.base_compiledir}")
     for part, seconds in precompile(dataset, spec_).items():

@@ -29,3 +29,18 @@ def load_spec_data(spec: ModelSpec, data_dir: str | Path | None = None
                              f"(have: {', '.join(BUILDERS)})")
         return BUILDERS[source.builder](data_dir), None
     raise TypeError(f"unknown data source {source!r}")
+
+
+def spec_stand_in(spec: ModelSpec) -> Dataset:
+    """A dataset in the layout of the spec's data with made-up values, needing no files, for
+    compiling ahead (`gapmodel compile --stand-in`): an England builder's stand-in
+    (`gapmodel.data.england.standin`), or a simulated spec's own scenario."""
+    source = spec.data
+    if isinstance(source, SimulatedData):
+        return load_spec_data(spec)[0]
+    if isinstance(source, EnglandData):
+        from gapmodel.data.england.standin import stand_in
+
+        return stand_in(source.builder)
+    raise ValueError(f"spec {spec.name}: a dataset directory has no stand-in; compile on the "
+                     "data themselves (--data)")

@@ -87,3 +87,19 @@ def test_compile_compiles_without_fitting(tmp_path: Path):
     bad.write_text("name: bad\nsampler: {chain: 4}\n")
     refused = runner.invoke(app, ["compile", str(bad)])
     assert refused.exit_code == 2 and "not a valid model spec" in refused.output
+    stand_in = runner.invoke(app, ["compile", str(spec), "--stand-in"])
+    assert stand_in.exit_code == 0, stand_in.output  # a simulated spec: its own scenario
+    assert "  log density and gradient: " in stand_in.output
+
+
+def test_compile_on_a_stand_in_is_refused_where_there_is_none(tmp_path: Path):
+    text = (Path(__file__).parents[1] / "models" / "synthetic_icb.yaml").read_text()
+    spec = tmp_path / "directory.yaml"
+    spec.write_text(text.replace("data:\n  kind: simulate\n  areas: 300\n  seed: 0\n"
+                                 "  registers: cells\n",
+                                 "data: {kind: directory, path: somewhere}\n"))
+    result = runner.invoke(app, ["compile", str(spec), "--stand-in"])
+    assert result.exit_code == 2
+    assert "a dataset directory has no stand-in" in result.output
+    both = runner.invoke(app, ["compile", str(spec), "--stand-in", "--data", str(tmp_path)])
+    assert both.exit_code == 2 and "exclude each other" in both.output

@@ -347,6 +347,76 @@ def test_builders_are_fast(hyp_pcn, hyp_sub, dem_pcn):
     assert max(_TIMES.values()) < MAX_BUILD_SECONDS, _TIMES
 
 
+# -- stand-ins: each builder's layout with made-up values -----------------------------------
+
+def _layout(dataset: Dataset) -> dict:
+    """What a model's form depends on, beyond the values: the strata, the hierarchy, the
+    evidence's rows in order, the registers' and covariates' columns, the adjacency."""
+    return {"strata": dataset.strata.to_dict("list"), "levels": dataset.levels,
+            "attributes": dataset.attributes,
+            "reference": dataset.reference[["ref_stratum", "measure", "kind"]].to_dict("list"),
+            "reference_map": dataset.reference_map.to_dict("list"),
+            "registers": {k: list(v.columns) for k, v in dataset.registers.items()},
+            "censoring": sorted(dataset.observations["censoring"].unique()),
+            "covariates": list(dataset.covariates.columns),
+            "adjacency": len(dataset.adjacency) > 0}
+
+
+@realdata
+@needs_data
+@pytest.mark.parametrize("name", list(BUILDERS))
+def test_stand_in_has_its_builders_layout(name, request):
+    from gapmodel.data.england.standin import stand_in
+
+    real = request.getfixturevalue({"hypertension_pcn": "hyp_pcn",
+                                    "hypertension_subicb": "hyp_sub",
+                                    "dementia_pcn": "dem_pcn"}[name])
+    fake = stand_in(name)
+    assert _layout(fake) == _layout(real)
+    assert 0.8 < len(fake.areas) / len(real.areas) < 1.2  # sizes decide some of the form
+
+
+@realdata
+@needs_data
+@pytest.mark.slow
+def test_stand_in_compiles_most_of_englands_operations(hyp_pcn):
+    """The numba cache keys of the operations in the log density and gradient of England by
+    PCN: most are those of its stand-in's, so compiling the stand-in compiles them (the
+    rest embed values of the data: 8 of 89 when written)."""
+    from pytensor.link.numba.dispatch.basic import numba_funcify_and_cache_key
+
+    from gapmodel.data.england.standin import stand_in
+    from gapmodel.model import build_model
+    from gapmodel.spec import ModelSpec
+
+    spec = ModelSpec.from_yaml(Path(__file__).parents[1] / "models"
+                               / "hypertension_england_pcn.yaml")
+
+    def keys(dataset: Dataset) -> set[str]:
+        model, _ = build_model(dataset, spec)
+        function = model.logp_dlogp_function(model.value_vars, ravel_inputs=True)
+        nodes = function._pytensor_function.maker.fgraph.toposort()
+        return {numba_funcify_and_cache_key(node.op, node=node)[1] for node in nodes}
+
+    england, fake = keys(hyp_pcn), keys(stand_in("hypertension_pcn"))
+    assert len(england) > 50
+    assert len(england & fake) >= 0.85 * len(england), len(england - fake)
+
+
+def test_stand_ins_need_no_files(tmp_path, monkeypatch):
+    from gapmodel.data.england.standin import NOTE, stand_in
+
+    monkeypatch.setenv("GAPMODEL_DATA_DIR", str(tmp_path))
+    for name in BUILDERS:
+        dataset = stand_in(name, areas=240)
+        assert dataset.name == f"{name}_stand_in"
+        assert dataset.manifest.description.startswith("Stand-in (simulated values)")
+        assert NOTE in dataset.notes
+        assert len(dataset.areas) == (240 if name.endswith("pcn") else 20)
+    with pytest.raises(ValueError, match="no stand-in for England builder 'asthma_pcn'"):
+        stand_in("asthma_pcn")
+
+
 # -- no data needed ------------------------------------------------------------------------
 
 def test_missing_data_directory_names_the_variable(monkeypatch):

@@ -210,8 +210,10 @@ def _outliers(population: pd.DataFrame, register: pd.DataFrame, level: str) -> l
             "broad QOF age groups comes from their PCN or sub-ICB; kept as published."]
 
 
-def build(cells: AreaCells, condition: Condition, name: str) -> Dataset:
-    """The Dataset of `condition` on `cells` (PCN or sub-ICB areas)."""
+def build(cells: AreaCells, condition: Condition, name: str,
+          adjacency: pd.DataFrame | None = None) -> Dataset:
+    """The Dataset of `condition` on `cells` (PCN or sub-ICB areas); sub-ICB areas take
+    `adjacency` (columns area1, area2), else the 2022 sub-ICBs' from the data directory."""
     if cells.group != condition.group:
         raise ValueError(f"cells carry register {cells.group}, condition needs "
                          f"{condition.group}")
@@ -232,10 +234,12 @@ def build(cells: AreaCells, condition: Condition, name: str) -> Dataset:
         "covariates": cells.covariates.reset_index(names="area"),
     }
     if cells.level == "sub_icb":
-        adj = src.read(cells.data_dir, src.SUBICB_ADJACENCY)
-        tables["adjacency"] = pd.DataFrame({"area1": adj["loc22cd1"], "area2": adj["loc22cd2"]})
-        covered = set(adj["loc22cd1"]) | set(adj["loc22cd2"])
-        graph_note = [f"Adjacency: {len(adj)} Queen-contiguity edges between the 2022 "
+        if adjacency is None:
+            adj = src.read(cells.data_dir, src.SUBICB_ADJACENCY)
+            adjacency = pd.DataFrame({"area1": adj["loc22cd1"], "area2": adj["loc22cd2"]})
+        tables["adjacency"] = adjacency
+        covered = set(adjacency["area1"]) | set(adjacency["area2"])
+        graph_note = [f"Adjacency: {len(adjacency)} Queen-contiguity edges between the 2022 "
                       f"sub-ICBs; {len(covered & set(areas['area']))} of {len(areas)} areas "
                       "have a neighbour."]
     else:
