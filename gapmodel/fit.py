@@ -406,8 +406,8 @@ def _derive_all(model: pm.Model, data: ModelData, posterior: xr.Dataset, keep: i
     probabilities = CellProbabilities(model, data, deterministics=True)
     compiled = threading.Lock()
 
-    def derive_chunk(task: tuple[int, int, int]) -> dict[str, np.ndarray]:
-        place, c, start = task
+    def derive_chunk(task: tuple[int, tuple[int, int]]) -> dict[str, np.ndarray]:
+        place, (c, start) = task
         piece = posterior.isel(chain=[c], draw=slice(start, start + chunk))
         with compiled:
             flat = probabilities.evaluate(piece)
@@ -422,10 +422,9 @@ def _derive_all(model: pm.Model, data: ModelData, posterior: xr.Dataset, keep: i
             kept[name][offset:offset + len(rows)] = getattr(cells, name)
         return {name: flat[name] for name in probabilities.extra}
 
-    tasks = [(place, c, start) for place, (c, start) in enumerate(
-        (c, start) for c in range(chains) for start in range(0, n_draws, chunk))]
+    starts = [(c, start) for c in range(chains) for start in range(0, n_draws, chunk)]
     with ThreadPoolExecutor(max_workers=workers) as pool:
-        pieces = list(pool.map(derive_chunk, tasks))  # in the tasks' order
+        pieces = list(pool.map(derive_chunk, enumerate(starts)))  # in the chunks' order
     extra = {name: [piece[name] for piece in pieces] for name in probabilities.extra}
     return total, CellDraws(**kept), _draws_dataset(model, posterior, extra)
 
