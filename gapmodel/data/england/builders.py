@@ -267,16 +267,30 @@ def cells_for(data_dir: str | Path | None, group: str, level: str) -> AreaCells:
     return cells if level == "pcn" else aggregate(cells, level)
 
 
+#: builder -> (area level, condition): what each builder below makes, and what its
+#: stand-in (`gapmodel.data.england.standin`) copies
+LAYOUTS: dict[str, tuple[str, Condition]] = {
+    "hypertension_pcn": ("pcn", HYPERTENSION),
+    "hypertension_subicb": ("sub_icb", HYPERTENSION),
+    "dementia_pcn": ("pcn", DEMENTIA),
+}
+
+
+def _layout_dataset(name: str, data_dir: str | Path | None) -> Dataset:
+    level, condition = LAYOUTS[name]
+    return build(cells_for(data_dir, condition.group, level), condition, name)
+
+
 def hypertension_pcn(data_dir: str | Path | None = None) -> Dataset:
     """Hypertension 2022-23 by PCN x HSE age band (16+) x sex."""
-    return build(cells_for(data_dir, "HYP", "pcn"), HYPERTENSION, "hypertension_pcn")
+    return _layout_dataset("hypertension_pcn", data_dir)
 
 
 def hypertension_subicb(data_dir: str | Path | None = None) -> Dataset:
     """Hypertension 2022-23 by 2022 sub-ICB x HSE age band (16+) x sex, with adjacency."""
-    return build(cells_for(data_dir, "HYP", "sub_icb"), HYPERTENSION, "hypertension_subicb")
+    return _layout_dataset("hypertension_subicb", data_dir)
 
 
 def dementia_pcn(data_dir: str | Path | None = None) -> Dataset:
     """Dementia 2022-23 by PCN x CFAS II age band (65+) x sex."""
-    return build(cells_for(data_dir, "DEM", "pcn"), DEMENTIA, "dementia_pcn")
+    return _layout_dataset("dementia_pcn", data_dir)

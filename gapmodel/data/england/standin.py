@@ -23,18 +23,12 @@ from gapmodel.data.england.builders import (
     DEMENTIA,
     HSE_DESIGN_EFFECT,
     HSE_N_PER_STRATUM,
-    HYPERTENSION,
+    LAYOUTS,
     Condition,
     build,
 )
 from gapmodel.data.england.cells import COVARIATES, FINE, FINE_AGES, AreaCells, aggregate
 
-#: builder -> (area level, condition): the layouts of `gapmodel.data.england.BUILDERS`
-LAYOUTS: dict[str, tuple[str, Condition]] = {
-    "hypertension_pcn": ("pcn", HYPERTENSION),
-    "hypertension_subicb": ("sub_icb", HYPERTENSION),
-    "dementia_pcn": ("pcn", DEMENTIA),
-}
 #: made-up all-age register rates of the stand-ins' conditions
 REGISTER_RATE = {"HYP": 0.14, "DEM": 0.007}
 NOTE = "stand-in: simulated values in the layout of an England dataset, for compiling only"
