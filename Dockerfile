@@ -32,9 +32,15 @@ ENV GAPMODEL_REGISTRY=/data/registry \
 # Each spec compiled on a stand-in of its data (made-up values in the same layout, no
 # files needed): a first fit of the real data finds most of its operations compiled
 # (England by PCN: 16 s of compilation left of 53; docs/performance.md, "England's first
-# fit in a new image"). A new named volume on /data starts with the image's contents.
-# Compiled for the build machine's processor: on another, numba compiles afresh.
-RUN for spec in models/*.yaml; do gapmodel compile "$spec" --stand-in || exit 1; done
+# fit in a new image"). Compiled outside the volume, whose contents outlive the image:
+# each process copies in what the volume's cache lacks (GAPMODEL_COMPILE_SEED,
+# gapmodel/compile_cache.py). Compiled for the build machine's processor: on another,
+# numba compiles afresh.
+RUN for spec in models/*.yaml; do \
+      GAPMODEL_COMPILE_CACHE=/opt/gapmodel/compiled gapmodel compile "$spec" --stand-in \
+      || exit 1; \
+    done
+ENV GAPMODEL_COMPILE_SEED=/opt/gapmodel/compiled
 RUN groupadd --gid 10001 gapmodel \
     && useradd --create-home --uid 10001 --gid 10001 gapmodel \
     && mkdir -p /data/registry /data/datasets /data/compiled \

@@ -54,3 +54,28 @@ def test_a_process_importing_gapmodel_compiles_into_it(tmp_path):
     folder = compile_cache.cache_folder(tmp_path)
     assert out == [str(folder), str(folder / "numba")]
     assert (folder / "numba").is_dir()
+
+
+def test_seed_fills_what_the_cache_lacks(monkeypatch, tmp_path):
+    """A folder compiled elsewhere (the image's build) is copied into the versions' folder:
+    files it lacks, nested as they were; files it has are kept."""
+    monkeypatch.delitem(sys.modules, "pytensor", raising=False)
+    shipped = compile_cache.cache_folder(tmp_path / "image")
+    (shipped / "numba").mkdir(parents=True)
+    (shipped / "numba" / "op.nbi").write_text("image index")
+    (shipped / "numba" / "op.1.nbc").write_text("image code")
+    (shipped / "library").mkdir()
+    (shipped / "library" / "kernel.nbi").write_text("image kernel")
+    env = {compile_cache.ENV_VAR: str(tmp_path / "volume"),
+           compile_cache.SEED_VAR: str(tmp_path / "image")}
+    folder = compile_cache.cache_folder(tmp_path / "volume")
+    (folder / "library").mkdir(parents=True)
+    (folder / "library" / "kernel.nbi").write_text("compiled here")
+    assert compile_cache.configure(env) == folder
+    assert (folder / "numba" / "op.nbi").read_text() == "image index"
+    assert (folder / "numba" / "op.1.nbc").read_text() == "image code"
+    assert (folder / "library" / "kernel.nbi").read_text() == "compiled here"
+    assert sorted(p.name for p in folder.rglob("*") if p.is_file()) == [
+        "kernel.nbi", "op.1.nbc", "op.nbi"]
+    assert compile_cache.seed(folder, shipped) == 0  # the next process copies nothing
+    assert compile_cache.seed(folder, tmp_path / "nowhere") == 0
