@@ -256,6 +256,27 @@ def _ridge_slopes(data: ModelData, groups: np.ndarray, n_groups: int) -> np.ndar
     return (1.0 - prevalence) / (1.0 - detection)
 
 
+def _spread_rate(data: ModelData) -> float:
+    """kappa = d log sd / d gamma0 of an area's detection effect where the registers pin
+    it, along the ridge they leave open (`_ridge_slopes`). A cell's Fisher information on
+    its detection logit eta is N pi theta (1 - theta)^2 / (1 - pi theta); with pi theta
+    held fixed it changes by -2 theta d eta, so the effects' spread given the data grows
+    as exp(kappa d gamma0), kappa the information-weighted mean detection. Rates as the
+    ridges' (`_group_rates`): prevalence from the evidence, detection from the registers."""
+    cells = np.arange(data.n_cells)
+    prevalence, detection = _group_rates(data, cells, data.n_cells)
+    recorded = prevalence * detection
+    information = data.population * recorded * (1.0 - detection) ** 2 / (1.0 - recorded)
+    total = information.sum()
+    return float((information * detection).sum() / total) if total > 0 else 0.0
+
+
+def _detection_spread(spec: ModelSpec, data: ModelData, gamma0) -> pt.TensorVariable:
+    """exp(kappa (gamma0 - its prior mean)), kappa from `_spread_rate`: how far the
+    spread of data-pinned area detection effects follows the detection intercept."""
+    return pt.exp(_spread_rate(data) * (gamma0 - spec.detection.intercept.mu))
+
+
 def _prevalence_shifts(spec: ModelSpec, data: ModelData, gamma0,
                        effects: dict[str, pt.TensorVariable]
                        ) -> tuple[pt.TensorVariable, pt.TensorVariable]:
@@ -366,8 +387,9 @@ def _area_effect(spec: ModelSpec, data: ModelData, dataset: Dataset, intercept,
         graph = area_graph(dataset)
         if not len(graph.edges):
             raise ValueError("a BYM2 area effect needs an adjacency table")
+        spread = _detection_spread(spec, data, intercept) if area.centered else None
         return bym2_effect(graph, sigma_prior=area.sigma, centered=area.centered, mean=mean,
-                           rho_prior=area.rho_prior, covariates=covariates)
+                           rho_prior=area.rho_prior, covariates=covariates, spread=spread)
     sigma = pm.HalfNormal("sigma_u", area.sigma)
     if area.type == "iid":
         if area.centered:
@@ -445,7 +467,8 @@ EIGEN_LIMIT = 1500
 
 def bym2_effect(graph: Graph, *, sigma_prior: float, centered: bool, mean=0.0,
                 rho_prior: tuple[float, float] = (1.0, 1.0),
-                eigen_limit: int = EIGEN_LIMIT, covariates=None) -> pt.TensorVariable:
+                eigen_limit: int = EIGEN_LIMIT, covariates=None, spread=None
+                ) -> pt.TensorVariable:
     """BYM2 (Riebler et al. 2016) on the adjacency graph, each connected component's ICAR
     scaled on its own; isolated areas take the unstructured part only (variance sigma^2).
     Its scale sigma (`sigma_u`) has a HalfNormal(`sigma_prior`) prior, its mixing rho
@@ -463,7 +486,8 @@ def bym2_effect(graph: Graph, *, sigma_prior: float, centered: bool, mean=0.0,
     constraint per component, mixed with unit normals.
     """
     if centered:
-        return _bym2_marginal(sigma_prior, rho_prior, graph, mean, eigen_limit, covariates)
+        return _bym2_marginal(sigma_prior, rho_prior, graph, mean, eigen_limit, covariates,
+                              spread)
     sigma = pm.HalfNormal("sigma_u", sigma_prior)
     rho = pm.Beta("rho_bym2", *rho_prior)
     scale = graph.scaling_factors()
@@ -483,7 +507,7 @@ def bym2_effect(graph: Graph, *, sigma_prior: float, centered: bool, mean=0.0,
 
 
 def _bym2_marginal(sigma_prior: float, rho_prior: tuple[float, float], graph: Graph,
-                   mean=0.0, eigen_limit: int = EIGEN_LIMIT, covariates=None
+                   mean=0.0, eigen_limit: int = EIGEN_LIMIT, covariates=None, spread=None
                    ) -> pt.TensorVariable:
     """u ~ N(mean, sigma^2 [(1 - rho) I + rho Q^+ / s]) per component: the non-constant
     directions centred (the data pin them), the constant direction (variance
@@ -512,7 +536,7 @@ def _bym2_marginal(sigma_prior: float, rho_prior: tuple[float, float], graph: Gr
         deviation = sparse[label].deviation(sigma, rho) if label in sparse \
             else _eigen_deviation(sigma, rho, laplacian[m][:, m], label, centred[label],
                                   None if covariates is None else
-                                  (covariates[0][m], covariates[1]))
+                                  (covariates[0][m], covariates[1]), spread)
         c = pm.Normal(f"c_u{label}", 0.0, 1.0)
         constant = sigma * pt.sqrt(1 - rho) * c / np.sqrt(len(m))
         effect = pt.set_subtensor(effect[m], deviation + constant)
@@ -524,8 +548,8 @@ def _bym2_marginal(sigma_prior: float, rho_prior: tuple[float, float], graph: Gr
     return pm.Deterministic("u", u, dims="area")
 
 
-def _eigen_deviation(sigma, rho, laplacian, label, centred_mean, covariates=None
-                     ) -> pt.TensorVariable:
+def _eigen_deviation(sigma, rho, laplacian, label, centred_mean, covariates=None,
+                     spread=None) -> pt.TensorVariable:
     """A component's non-constant directions in its dense Laplacian eigenbasis, sampled
     as u's own, as the sparse form's are (`_SparseComponent.build`): the coordinates w
     of u's non-constant part, around those of the members' mean less its average, which
@@ -540,7 +564,13 @@ def _eigen_deviation(sigma, rho, laplacian, label, centred_mean, covariates=None
     else:
         x, beta = covariates
         centre = pt.dot(vectors.T @ (x - x.mean(axis=0)), beta)
-    w = pm.Normal(f"w_u{label}", centre, sd, shape=len(values))
+    if spread is None:
+        w = pm.Normal(f"w_u{label}", centre, sd, shape=len(values))
+    else:
+        scaled = pm.Flat(f"w_u{label}_spread", shape=len(values))
+        w = pm.Deterministic(f"w_u{label}", centre + spread * scaled)
+        pm.Potential(f"w_u{label}_prior", pm.logp(pm.Normal.dist(centre, sd), w).sum()
+                     + len(values) * pt.log(spread))
     return pt.dot(vectors, w) - centred_mean
 
 

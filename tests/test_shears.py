@@ -85,3 +85,34 @@ def test_group_effects_move_along_the_registers_ridge():
 
     assert np.allclose(theta1, theta2) and off_ridge(pi2, theta2) > 0.05
     assert off_ridge(pi1, theta1) < 0.2 * off_ridge(pi2, theta2)
+
+
+def test_area_effects_widening_with_the_intercept_keep_the_density(monkeypatch):
+    """Where the registers pin the area detection effects, each BYM2 component's
+    eigen-coordinates are sampled in units that widen with the detection intercept,
+    w = centre + exp(kappa (gamma0 - mu)) w': the same density over w once the map's
+    Jacobian is counted."""
+    dataset = simulate(24, seed=3).dataset
+    spec = _spec()
+    widened, data = build_model(dataset, spec)
+    names = [n for n in widened.named_vars if n.startswith("w_u") and n.endswith("_spread")]
+    assert names
+    monkeypatch.setattr(model_module, "_detection_spread", lambda *args: None)
+    plain, _ = build_model(dataset, spec)
+    assert not any(n.endswith("_spread") for n in plain.named_vars)
+    originals = [n.removesuffix("_spread") for n in names]
+    w = widened.compile_fn(widened.replace_rvs_by_values([widened[n] for n in originals]),
+                           inputs=widened.value_vars, on_unused_input="ignore")
+    kappa = model_module._spread_rate(data)
+    assert 0.05 < kappa < 0.95  # a mean detection
+    size = sum(widened.initial_point()[n].size for n in names)
+    rng = np.random.default_rng(1)
+    for _ in range(3):
+        point = {k: v + rng.normal(0, 0.3, np.shape(v))
+                 for k, v in widened.initial_point().items()}
+        original = {k: v for k, v in point.items() if k not in names}
+        original.update(zip(originals, w(point), strict=True))
+        assert not np.allclose(original[originals[0]], point[names[0]])
+        jacobian = size * kappa * (point["gamma0"] - spec.detection.intercept.mu)
+        assert widened.compile_logp()(point) == pytest.approx(
+            plain.compile_logp()(original) + jacobian, rel=1e-10, abs=1e-8)
