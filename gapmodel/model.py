@@ -256,25 +256,36 @@ def _ridge_slopes(data: ModelData, groups: np.ndarray, n_groups: int) -> np.ndar
     return (1.0 - prevalence) / (1.0 - detection)
 
 
-def _spread_rate(data: ModelData) -> float:
+@dataclass(frozen=True)
+class DetectionSpread:
+    """How the spread of area detection effects given the registers follows the detection
+    intercept (`_detection_spread`): `shift` = kappa (gamma0 - its prior mean), and
+    `information`, an area's mean Fisher information on its detection logit."""
+
+    shift: pt.TensorVariable
+    information: float
+
+    def log_factor(self, sd) -> pt.TensorVariable:
+        """log of the factor by which a direction whose prior sd is `sd` widens: the
+        shift times the data's share of its precision."""
+        return self.shift * self.information / (self.information + sd ** -2)
+
+
+def _detection_spread(spec: ModelSpec, data: ModelData, gamma0) -> DetectionSpread:
     """kappa = d log sd / d gamma0 of an area's detection effect where the registers pin
     it, along the ridge they leave open (`_ridge_slopes`). A cell's Fisher information on
     its detection logit eta is N pi theta (1 - theta)^2 / (1 - pi theta); with pi theta
-    held fixed it changes by -2 theta d eta, so the effects' spread given the data grows
-    as exp(kappa d gamma0), kappa the information-weighted mean detection. Rates as the
+    held fixed it changes by -2 theta d eta, so the spread given the data grows as
+    exp(kappa d gamma0), kappa the information-weighted mean detection. Rates as the
     ridges' (`_group_rates`): prevalence from the evidence, detection from the registers."""
     cells = np.arange(data.n_cells)
     prevalence, detection = _group_rates(data, cells, data.n_cells)
     recorded = prevalence * detection
     information = data.population * recorded * (1.0 - detection) ** 2 / (1.0 - recorded)
     total = information.sum()
-    return float((information * detection).sum() / total) if total > 0 else 0.0
-
-
-def _detection_spread(spec: ModelSpec, data: ModelData, gamma0) -> pt.TensorVariable:
-    """exp(kappa (gamma0 - its prior mean)), kappa from `_spread_rate`: how far the
-    spread of data-pinned area detection effects follows the detection intercept."""
-    return pt.exp(_spread_rate(data) * (gamma0 - spec.detection.intercept.mu))
+    kappa = float((information * detection).sum() / total) if total > 0 else 0.0
+    return DetectionSpread(kappa * (gamma0 - spec.detection.intercept.mu),
+                           float(total / max(len(data.areas), 1)))
 
 
 def _prevalence_shifts(spec: ModelSpec, data: ModelData, gamma0,
@@ -567,10 +578,11 @@ def _eigen_deviation(sigma, rho, laplacian, label, centred_mean, covariates=None
     if spread is None:
         w = pm.Normal(f"w_u{label}", centre, sd, shape=len(values))
     else:
+        log_factor = spread.log_factor(sd)
         scaled = pm.Flat(f"w_u{label}_spread", shape=len(values))
-        w = pm.Deterministic(f"w_u{label}", centre + spread * scaled)
+        w = pm.Deterministic(f"w_u{label}", centre + pt.exp(log_factor) * scaled)
         pm.Potential(f"w_u{label}_prior", pm.logp(pm.Normal.dist(centre, sd), w).sum()
-                     + len(values) * pt.log(spread))
+                     + log_factor.sum())
     return pt.dot(vectors, w) - centred_mean
 
 
