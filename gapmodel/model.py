@@ -493,6 +493,9 @@ def bym2_effect(graph: Graph, *, sigma_prior: float, centered: bool, mean=0.0,
     Where `mean` is one level for all areas plus X beta, `covariates` = (X, beta) lets each
     eigenbasis project X once, at build, in place of projecting the mean at every
     gradient (two of four products with a dense n x n matrix, the level projecting to 0).
+    `spread` (a `DetectionSpread`, centred only) samples each eigenbasis's coordinates in
+    units that widen with the detection intercept, as the data's hold on them loosens
+    (`_eigen_deviation`); components in sparse form are unchanged.
     Non-centred (thin data): ICAR by pairwise differences with a hard sum-to-zero
     constraint per component, mixed with unit normals.
     """
@@ -565,7 +568,13 @@ def _eigen_deviation(sigma, rho, laplacian, label, centred_mean, covariates=None
     as u's own, as the sparse form's are (`_SparseComponent.build`): the coordinates w
     of u's non-constant part, around those of the members' mean less its average, which
     is X_c beta where the mean is a level plus X beta (`covariates` = (X, beta) over the
-    members, X_c X less its column means)."""
+    members, X_c X less its column means).
+
+    With `spread`, w = centre + f w' with w' (`w_u<label>_spread`) sampled and
+    log f = `spread.log_factor(sd)` per direction: a scaling by a factor of other
+    variables, so the density gains the sum of log f and the model is unchanged. Where
+    the registers pin the effects their spread given the data grows with the detection
+    intercept, a funnel across every area that this takes out (docs/model.md)."""
     values, vectors = np.linalg.eigh(laplacian.toarray())
     values, vectors = values[1:], vectors[:, 1:]  # values[0] ~ 0: the constant vector
     scale = float(np.exp(np.mean(np.log((vectors ** 2 / values).sum(axis=1)))))
