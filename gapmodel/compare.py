@@ -274,7 +274,5 @@ def _expected_numpy(data: ModelData, pi: np.ndarray, theta: np.ndarray,
     found = data.population[None, :] * pi * theta
     contribution = found[:, data.pair_cell]
     if rho is not None and data.uses_completeness:
-        r = rho[:, data.cell_area[data.pair_cell]]
-        contribution = contribution * np.where(data.pair_kind == 1, r,
-                                               np.where(data.pair_kind == 2, 1 - r, 1.0))
+        contribution = contribution * data.pair_weights(rho)
     return summed_by(contribution, data.pair_obs, len(data.obs_lo))

@@ -258,13 +258,11 @@ def derive(data: ModelData, pi: np.ndarray, theta: np.ndarray, rho: np.ndarray |
     found = n * pi * theta
     contribution = found[:, data.pair_cell]
     if rho is not None:
-        r = rho[:, data.cell_area[data.pair_cell]]
-        contribution = contribution * np.where(data.pair_kind == 1, r,
-                                               np.where(data.pair_kind == 2, 1 - r, 1.0))
+        contribution = contribution * data.pair_weights(rho)
     mu = summed_by(contribution, data.pair_obs, len(data.obs_lo))
-    count = (data.obs_lo + data.obs_hi) / 2.0
-    share = contribution / np.maximum(mu[:, data.pair_obs], 1e-300)
-    recorded = summed_by(share * count[data.pair_obs], data.pair_cell, data.n_cells)
+    count_per_mu = (data.obs_lo + data.obs_hi) / 2.0 / np.maximum(mu, 1e-300)
+    recorded = summed_by(contribution * count_per_mu[:, data.pair_obs], data.pair_cell,
+                         data.n_cells)
     unobserved = np.ones(data.n_cells, dtype=bool)
     unobserved[data.pair_cell] = False
     if unobserved.any():
