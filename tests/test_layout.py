@@ -178,3 +178,53 @@ def test_large_constants_go_in_at_run_time():
     shared = runtime_constant(large)
     assert not isinstance(shared, np.ndarray)
     np.testing.assert_array_equal(shared.get_value(), large)
+
+
+def _completeness_data(shuffle: int) -> ModelData:
+    """The synthetic scenario's registers by recorded ethnicity (30 areas): each cell one
+    recorded count, not-stated counts within an area; pairs and counts shuffled."""
+    from gapmodel.simulate import simulate
+
+    spec = ModelSpec.from_yaml(ROOT / "models" / "synthetic_icb.yaml")
+    data = prepare(simulate(n_areas=30, seed=4).dataset, spec)
+    rng = np.random.default_rng(shuffle)
+    pairs = rng.permutation(len(data.pair_obs))
+    renamed = rng.permutation(len(data.obs_lo))  # count j becomes renamed[j]
+    moved = np.argsort(renamed)
+    return dataclasses.replace(
+        data, pair_obs=renamed[data.pair_obs[pairs]], pair_cell=data.pair_cell[pairs],
+        pair_kind=data.pair_kind[pairs], obs_lo=data.obs_lo[moved],
+        obs_hi=data.obs_hi[moved], obs_population=data.obs_population[moved])
+
+
+@pytest.mark.parametrize("shuffle", [0, 1])
+def test_counts_by_recorded_attribute_are_the_weighted_totals(shuffle):
+    """Recorded counts cell by cell and not-stated totals weighted once per count: in
+    `completeness_order`, the values and gradient of the pairs' weighted totals."""
+    data = _completeness_data(shuffle)
+    order = layout.completeness_order(data)
+    assert order is not None and sorted(order) == list(range(len(data.obs_lo)))
+    rng = np.random.default_rng(5)
+    cells, rho = pt.dvector("cells"), pt.dvector("rho")
+    at = [rng.uniform(1, 5, size=data.n_cells), rng.uniform(0.5, 0.95, size=len(data.areas))]
+    weight = pt.switch(pt.eq(data.pair_kind, 1), rho[data.cell_area[data.pair_cell]],
+                       1 - rho[data.cell_area[data.pair_cell]])
+    plain = layout.obs_totals(data, cells, weight)[order]
+    fast = layout.register_totals(data, cells, rho, order)
+    probe = rng.normal(size=len(data.obs_lo))  # a linear function of the totals
+    for a, b in [(plain, fast)] + [
+            (pytensor.grad((plain * probe).sum(), v), pytensor.grad((fast * probe).sum(), v))
+            for v in (cells, rho)]:
+        np.testing.assert_allclose(_eval(b, [cells, rho], at), _eval(a, [cells, rho], at),
+                                   rtol=1e-12)
+
+
+def test_other_layouts_keep_their_pairs():
+    data = _completeness_data(0)
+    two_areas = data.pair_cell.copy()
+    first = np.flatnonzero(data.pair_kind == 2)[0]
+    other = np.flatnonzero(data.cell_area != data.cell_area[two_areas[first]])[0]
+    two_areas[first] = other  # a not-stated count over two areas
+    assert layout.completeness_order(dataclasses.replace(data, pair_cell=two_areas)) is None
+    plain = dataclasses.replace(data, pair_kind=np.zeros_like(data.pair_kind))
+    assert layout.completeness_order(plain) is None
